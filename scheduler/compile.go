@@ -511,7 +511,6 @@ func (c *compiler) modelTask(v *jobspec.Variant, m *jobspec.Model) (*api.Task, e
 		t.Config = cfg
 	} else {
 		env["SAGEMAKER_BIND_TO_PORT"] = "${NOMAD_PORT_" + PortLabel + "}"
-		env["SERAI_BIND_HOST"] = "${NOMAD_IP_" + PortLabel + "}"
 		env["SM_MODEL_DIR"] = modelDir
 		t.Config = map[string]any{"command": m.Command, "args": args}
 	}
