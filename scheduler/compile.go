@@ -74,7 +74,7 @@ func DefaultOptions() Options {
 	return Options{
 		SeraiBinary: "/usr/local/bin/serai",
 		FetchImage:  "ghcr.io/seraihq/serai:latest",
-		RouterURL:   "http://serai-router.service.consul:8181",
+		RouterURL:   "http://serai-router.service.consul:8081",
 		Priority:    50,
 	}
 }
