@@ -35,6 +35,7 @@ const (
 	VaultAudience  = "vault.io"
 	VaultIdentity  = "vault_default"
 	killTimeout    = 30 * time.Second
+	shutdownDelay  = 5 * time.Second
 	fetchCPU       = 200
 	fetchMemoryMB  = 256
 )
@@ -262,6 +263,10 @@ func (c *compiler) group(v *jobspec.Variant, dcs []string) (*api.TaskGroup, erro
 		},
 		Networks: []*api.NetworkResource{{DynamicPorts: []api.Port{port}}},
 		Services: []*api.Service{c.service(v)},
+		// Deregister from Consul, and so from every router, before the
+		// model server gets SIGTERM: in-flight and just-routed requests
+		// still find it alive.
+		ShutdownDelay: ptr(shutdownDelay),
 		RestartPolicy: &api.RestartPolicy{
 			Attempts: ptr(3),
 			Interval: ptr(5 * time.Minute),

@@ -282,5 +282,8 @@ func TestNomadValidate(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "Job validation successful") {
 			t.Errorf("nomad job validate %s: %v\n%s", g, err, out)
 		}
+		if strings.Contains(string(out), "Job Warnings") {
+			t.Errorf("nomad job validate %s warns:\n%s", g, out)
+		}
 	}
 }
