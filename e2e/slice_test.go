@@ -621,7 +621,6 @@ func modelServerEnviron(t *testing.T, allocID string) []string {
 	return nil
 }
 
-
 // checkSignedDownloads: the store checks SigV4 signatures, so a successful
 // GET of each artifact proves the fetch task signed with the keys Vault
 // rendered into its environment.

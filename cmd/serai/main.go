@@ -35,7 +35,7 @@ func newApp() *cli.App {
 			setupCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
-		OnUsageError: usageError,
+		OnUsageError:   usageError,
 	}
 	setUsageErrors(app.Commands)
 	return app
