@@ -96,7 +96,7 @@ func TestFetch200MBBoundedMemory(t *testing.T) {
 		t.Fatalf("fetch-model exited %d", r.code)
 	}
 	rate := float64(size) / r.elapsed.Seconds() / (1 << 20)
-	t.Logf("PEAK RSS of serai fetch-model for a %s artifact: %s (took %s, %.0f MiB/s)",
+	t.Logf("RESULT artifact: peak RSS of serai fetch-model for a %s artifact: %s (took %s, %.0f MiB/s)",
 		artifact.FormatSize(size), artifact.FormatSize(r.peakRSS), r.elapsed.Round(time.Millisecond), rate)
 	if r.peakRSS == 0 {
 		t.Error("could not read the child's peak RSS")

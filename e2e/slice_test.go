@@ -130,14 +130,14 @@ func TestSlice(t *testing.T) {
 	// 2,000 invocations through the router.
 	counts, lat := invokeMany(t, url, invocations)
 	share := float64(counts["v2"]) / float64(invocations)
-	t.Logf("split: v2 %d (%.1f%%), v1 %d (%.1f%%) of %d; want 80/20 ± 3", counts["v2"], 100*share, counts["v1"], 100*(1-share), invocations)
+	t.Logf("RESULT slice: split: v2 %d (%.1f%%), v1 %d (%.1f%%) of %d; want 80/20 ± 3", counts["v2"], 100*share, counts["v1"], 100*(1-share), invocations)
 	if share < 0.77 || share > 0.83 {
 		t.Errorf("v2 share %.3f is outside 0.80 ± 0.03", share)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
-	t.Logf("latency through the router: p50 %v, p99 %v", p50, p99)
-	t.Logf("register → first successful invocation: %v", timeToServe.Round(10*time.Millisecond))
+	t.Logf("RESULT slice: latency through the router: p50 %v, p99 %v", p50, p99)
+	t.Logf("RESULT slice: register → first successful invocation: %v", timeToServe.Round(10*time.Millisecond))
 
 	checkCredentialIsolation(t, nomad.Client, nomad.DataDir, jobID)
 	checkSignedDownloads(t, store)
@@ -148,7 +148,7 @@ func TestSlice(t *testing.T) {
 	}
 	stopped := time.Now()
 	when := waitInvocation(t, ctx, url, http.StatusServiceUnavailable, 10*time.Second)
-	t.Logf("job stopped → router 503 after %v", when.Sub(stopped).Round(time.Millisecond))
+	t.Logf("RESULT slice: job stopped → router 503 after %v", when.Sub(stopped).Round(time.Millisecond))
 	if when.Sub(stopped) > 2*time.Second {
 		t.Errorf("router took %v to notice the stopped job; want ≤ 2s", when.Sub(stopped))
 	}
@@ -157,7 +157,7 @@ func TestSlice(t *testing.T) {
 	restart := time.Now()
 	registerAndWait(t, ctx, nomad.Client, doc.Job)
 	when = waitInvocation(t, ctx, url, http.StatusOK, 90*time.Second)
-	t.Logf("job started again → router 200 after %v", when.Sub(restart).Round(10*time.Millisecond))
+	t.Logf("RESULT slice: job started again → router 200 after %v", when.Sub(restart).Round(10*time.Millisecond))
 }
 
 func buildBinary(t *testing.T, dir, name, pkg string) string {
