@@ -1,0 +1,150 @@
+// Command model-server is a small but real model server for serai's examples
+// and end-to-end tests. It speaks the SageMaker hosting container contract:
+//
+//	model-server serve     GET /ping, POST /invocations on $SAGEMAKER_BIND_TO_PORT (8080),
+//	                       model from $SM_MODEL_DIR (/opt/ml/model)
+//	model-server train     fit a softmax regression on a CSV and write
+//	                       model.json + model.tar.gz
+//
+// See README.md for the request and response formats.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// shutdownGrace stays under the 30 s SageMaker (and serai's jobs) allow
+// between SIGTERM and SIGKILL.
+const shutdownGrace = 25 * time.Second
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(os.Args[1:], os.Stdout, log); err != nil {
+		fmt.Fprintln(os.Stderr, "model-server:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) == 0 {
+		return errors.New("usage: model-server serve | train [flags]")
+	}
+	switch args[0] {
+	case "serve":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return serve(ctx, args[1:], log)
+	case "train":
+		return train(args[1:], stdout)
+	default:
+		return fmt.Errorf("unknown command %q: want serve or train", args[0])
+	}
+}
+
+func serve(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", "", "address to listen on (default: $NOMAD_IP_http or all interfaces, port $SAGEMAKER_BIND_TO_PORT or 8080)")
+	modelDir := fs.String("model-dir", "", "directory holding model.json (default: $SM_MODEL_DIR or /opt/ml/model)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *listen == "" {
+		*listen = defaultListen()
+	}
+	if *modelDir == "" {
+		*modelDir = envOr("SM_MODEL_DIR", "/opt/ml/model")
+	}
+	m, err := LoadModel(*modelDir)
+	if err != nil {
+		// Exiting lets the scheduler report and restart the task; a server
+		// that answers /ping with errors forever would only hide it.
+		return fmt.Errorf("loading model from %s: %w", *modelDir, err)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "model_dir", *modelDir, "version", m.Version, "features", m.Features)
+	srv := &http.Server{
+		Handler:           NewServer(m, log).Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	return nil
+}
+
+// defaultListen follows the container contract (port 8080 unless
+// SAGEMAKER_BIND_TO_PORT says otherwise). Under Nomad's exec/raw_exec
+// drivers it binds the address Nomad allocated for the "http" port instead of
+// every interface, which keeps test agents on loopback.
+func defaultListen() string {
+	return net.JoinHostPort(os.Getenv("NOMAD_IP_http"), envOr("SAGEMAKER_BIND_TO_PORT", "8080"))
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func train(args []string, stdout io.Writer) error {
+	def := DefaultTrainOptions()
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	data := fs.String("data", "examples/data/iris.csv", "training CSV with a header; last column is the label")
+	version := fs.String("version", "", "model version recorded in model.json and every response (required)")
+	features := fs.String("features", "all", `features to use: "all", a column prefix such as "sepal", or a comma list of columns`)
+	out := fs.String("out", "", "directory to write model.json and model.tar.gz to (required)")
+	epochs := fs.Int("epochs", def.Epochs, "gradient descent epochs")
+	lr := fs.Float64("learning-rate", def.LearningRate, "gradient descent step size")
+	seed := fs.Uint64("seed", def.Seed, "seed for the train/test split")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *version == "" || *out == "" {
+		return errors.New("train: --version and --out are required")
+	}
+	d, err := ReadCSVFile(*data)
+	if err != nil {
+		return err
+	}
+	feats, err := ResolveFeatures(*features, d.Columns)
+	if err != nil {
+		return err
+	}
+	opts := def
+	opts.Version, opts.Features, opts.Epochs, opts.LearningRate, opts.Seed = *version, feats, *epochs, *lr, *seed
+	m, err := Train(d, opts)
+	if err != nil {
+		return err
+	}
+	if err := m.Save(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "model %s on %v: train accuracy %.3f (%d rows), test accuracy %.3f (%d rows); wrote %s/model.json and %s/model.tar.gz\n",
+		m.Version, m.Features, m.Training.TrainAccuracy, m.Training.Rows, m.Training.TestAccuracy, m.Training.TestRows, *out, *out)
+	return nil
+}

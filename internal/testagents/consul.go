@@ -1,0 +1,166 @@
+package testagents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+)
+
+// consulReadyTimeout is generous because tests run on small machines next to
+// compilers; a dev agent is usually ready in well under two seconds.
+const consulReadyTimeout = 60 * time.Second
+
+// Consul is a Consul agent a test can talk to.
+type Consul struct {
+	// Addr is the HTTP API address, "127.0.0.1:port" (no scheme), the form
+	// Nomad's consul block and CONSUL_HTTP_ADDR take.
+	Addr string
+	// Client talks to Addr.
+	Client *consulapi.Client
+	// NodeName is the agent's node name ("" when reused).
+	NodeName string
+	// LogPath is the agent's log file ("" when reused).
+	LogPath string
+	// Reused is true when CONSUL_HTTP_ADDR named an existing agent.
+	Reused bool
+
+	proc *process
+}
+
+// StartConsul starts a `consul agent -dev` on free loopback ports, or reuses
+// the agent named by CONSUL_HTTP_ADDR, and waits until it has a leader and
+// its own node is in the catalog (so service registrations are accepted). It
+// skips the test when no consul binary is on PATH.
+func StartConsul(t testing.TB) *Consul {
+	t.Helper()
+	if addr := os.Getenv("CONSUL_HTTP_ADDR"); addr != "" {
+		return reuseConsul(t, addr)
+	}
+	bin, _, ok := lookBinary("consul")
+	if !ok {
+		t.Skip("consul not on PATH: run .ci/run, which builds Consul v1.14.4 from the Go module proxy into ~/.cache/serai/bin")
+	}
+
+	ports, err := freePorts(5)
+	if err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+	httpPort, serverPort, serfLAN, serfWAN, grpcPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	dir := newProcessDir(t, "consul")
+	node := "serai-test-" + strconv.Itoa(httpPort)
+	cfg := map[string]any{
+		"node_name":                   node,
+		"bind_addr":                   "127.0.0.1",
+		"client_addr":                 "127.0.0.1",
+		"advertise_addr":              "127.0.0.1",
+		"advertise_addr_wan":          "127.0.0.1",
+		"disable_update_check":        true,
+		"disable_anonymous_signature": true,
+		"log_level":                   "INFO",
+		"ports": map[string]int{
+			"http":     httpPort,
+			"https":    -1,
+			"dns":      -1,
+			"server":   serverPort,
+			"serf_lan": serfLAN,
+			"serf_wan": serfWAN,
+			// gRPC only serves Connect/Envoy, which serai does not use, but
+			// dev mode would otherwise claim the fixed port 8502.
+			"grpc":     grpcPort,
+			"grpc_tls": -1,
+		},
+	}
+	cfgPath := filepath.Join(dir, "consul.json")
+	if err := writeJSON(cfgPath, cfg); err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+
+	begin := time.Now()
+	p := startProcess(t, "consul", dir, bin, []string{"agent", "-dev", "-config-file", cfgPath}, []int{httpPort, serverPort, serfLAN, serfWAN, grpcPort})
+	t.Cleanup(func() { p.stop(t) })
+
+	c := &Consul{
+		Addr:     "127.0.0.1:" + strconv.Itoa(httpPort),
+		NodeName: node,
+		LogPath:  p.logPath,
+		proc:     p,
+	}
+	c.Client, err = newConsulClient(c.Addr)
+	if err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), consulReadyTimeout)
+	defer cancel()
+	if err := waitFor(ctx, p, "a Consul leader and catalog entry", c.ready); err != nil {
+		failStart(t, p, err)
+	}
+	t.Logf("testagents: consul ready at %s in %s", c.Addr, time.Since(begin).Round(time.Millisecond))
+	return c
+}
+
+func reuseConsul(t testing.TB, addr string) *Consul {
+	t.Helper()
+	addr = strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://")
+	cfg := consulapi.DefaultConfig() // honours CONSUL_HTTP_TOKEN, TLS settings
+	cl, err := consulapi.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("testagents: consul client for CONSUL_HTTP_ADDR: %v", err)
+	}
+	c := &Consul{Addr: addr, Client: cl, Reused: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitFor(ctx, nil, "a Consul leader", c.hasLeader); err != nil {
+		t.Fatalf("testagents: CONSUL_HTTP_ADDR=%s: %v", addr, err)
+	}
+	return c
+}
+
+func newConsulClient(addr string) (*consulapi.Client, error) {
+	// Not DefaultConfig: CONSUL_* variables meant for some other agent
+	// (token, TLS, namespace) must not leak into the test's own agent.
+	return consulapi.NewClient(&consulapi.Config{Address: addr, Scheme: "http"})
+}
+
+func (c *Consul) hasLeader(ctx context.Context) error {
+	q := (&consulapi.QueryOptions{}).WithContext(ctx)
+	leader, err := c.Client.Status().LeaderWithQueryOptions(q)
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return errors.New("no leader yet")
+	}
+	return nil
+}
+
+func (c *Consul) ready(ctx context.Context) error {
+	if err := c.hasLeader(ctx); err != nil {
+		return err
+	}
+	q := (&consulapi.QueryOptions{}).WithContext(ctx)
+	n, _, err := c.Client.Catalog().Node(c.NodeName, q)
+	if err != nil {
+		return err
+	}
+	if n == nil {
+		return fmt.Errorf("node %s not in the catalog yet", c.NodeName)
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
