@@ -1,0 +1,96 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/seraihq/serai/router"
+)
+
+// routerCommand runs the invoke router; the flags map one to one onto
+// router.Config, router.ConsulConfig and router.ServerConfig.
+func routerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "router",
+		Usage: "run the invoke router (data plane)",
+		Description: "Serves the SageMaker runtime API (POST /endpoints/<name>/invocations), /ping and /metrics,\n" +
+			"routing to the model instances Consul reports healthy, weighted by the tables in Consul KV serai/routes/.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8081", Usage: "address to listen on (use 0.0.0.0:8081 to serve other hosts)"},
+			&cli.StringFlag{Name: "consul-addr", EnvVars: []string{"CONSUL_HTTP_ADDR"}, Value: "127.0.0.1:8500", Usage: "Consul HTTP API address"},
+			&cli.DurationFlag{Name: "timeout", Value: router.DefaultTimeout, Usage: "model timeout for endpoints whose routing table sets none"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate; with --tls-key, serve HTTPS"},
+			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key"},
+			&cli.BoolFlag{Name: "register", Value: true, Usage: "register in Consul as service serai-router with a /ping check"},
+			&cli.StringFlag{Name: "advertise-addr", Usage: "host:port clients should use (default: the listen address)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error (debug logs one line per request)"},
+			&cli.BoolFlag{Name: "log-json", Usage: "log as JSON"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long in-flight requests may take to finish on SIGTERM"},
+			&cli.Int64Flag{Name: "max-in-flight", Value: 10000, Usage: "concurrent invocations before answering 503"},
+		},
+		Action: runRouter,
+	}
+}
+
+func runRouter(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return cli.Exit("serai router: takes no arguments", exitUsage)
+	}
+	level := hclog.LevelFromString(c.String("log-level"))
+	if level == hclog.NoLevel {
+		return cli.Exit(fmt.Sprintf("serai router: unknown --log-level %q", c.String("log-level")), exitUsage)
+	}
+	if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
+		return cli.Exit("serai router: --tls-cert and --tls-key go together", exitUsage)
+	}
+	if c.Duration("timeout") <= 0 || c.Duration("timeout") > router.MaxTimeout {
+		return cli.Exit(fmt.Sprintf("serai router: --timeout must be in (0, %s]", router.MaxTimeout), exitUsage)
+	}
+	log := hclog.New(&hclog.LoggerOptions{
+		Name:       "serai-router",
+		Level:      level,
+		Output:     c.App.ErrWriter,
+		JSONFormat: c.Bool("log-json"),
+	})
+
+	consulCfg := consulapi.DefaultConfig()
+	consulCfg.Address = c.String("consul-addr")
+	consul, err := consulapi.NewClient(consulCfg)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai router: consul client: %v", err), exitUsage)
+	}
+
+	rt, err := router.New(router.Config{
+		Logger:      log,
+		Timeout:     c.Duration("timeout"),
+		MaxInFlight: c.Int64("max-in-flight"),
+	})
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitUsage)
+	}
+	disc := router.NewConsulDiscovery(router.ConsulConfig{Client: consul, Logger: log})
+
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = router.Serve(ctx, rt, disc, router.ServerConfig{
+		Listen:          c.String("listen"),
+		TLSCert:         c.String("tls-cert"),
+		TLSKey:          c.String("tls-key"),
+		ShutdownTimeout: c.Duration("shutdown-timeout"),
+		Consul:          consul,
+		Register:        c.Bool("register"),
+		AdvertiseAddr:   c.String("advertise-addr"),
+		Logger:          log,
+	})
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitError)
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+// Package router is serai's data plane: a stateless HTTP server that
+// speaks the SageMaker runtime API (POST /endpoints/{name}/invocations) and
+// forwards each invocation to one model instance.
+//
+// # Request path
+//
+// A request reads the current routing table with one atomic pointer load
+// (no lock), looks the endpoint up, buffers the body (at most 6,291,456
+// bytes; a larger Content-Length is refused with 413 before a byte of the
+// body is read), picks a variant with an alias table (O(1), weights
+// precomputed when the table changes) and an instance by power of two
+// choices on per-instance atomic in-flight counters, and sends the request
+// over a pooled keep-alive connection with the router's own minimal
+// HTTP/1.1 client (see upstream.go for why not net/http's Transport). A
+// connection that fails before the request is sent is retried once on
+// another instance. The pick allocates nothing; the router's own work
+// costs about three allocations per request (context.AfterFunc, which lets
+// a client hang-up abort the model call).
+//
+// # Routing table
+//
+// Routes (routes.go) is the versioned JSON the control plane writes to
+// Consul KV serai/routes/<endpoint>; EncodeRoutes and DecodeRoutes are the
+// only way either side reads or writes it. Effective weight of
+// (generation, variant) = generation share × variant share. Weight 0 takes
+// no traffic unless targeted with X-Amzn-SageMaker-Target-Variant. A
+// variant without healthy instances gives its share to the others, except to
+// requests that target it (503). Shadow variants get a sampled copy of
+// requests, sent in the background and never affecting the client's answer.
+//
+// # Discovery
+//
+// Discovery is a small interface; ConsulDiscovery is the first backend. It
+// watches the KV prefix and, per endpoint, the passing instances of
+// serai-<endpoint>, both with blocking queries, so changes land in
+// milliseconds. When Consul fails the router keeps its last table, logs
+// the outage once, and sets serai_router_discovery_up to 0.
+//
+// # Outlier detection
+//
+// Consecutive connection failures, timeouts and 502/503/504 answers eject
+// an instance for a back-off that grows with repeated ejections. If every
+// instance of a variant is ejected the variant is used anyway only when no
+// other variant can serve, so a recovering fleet is not refused wholesale.
+//
+// Serve runs a Router with discovery, Consul registration and graceful
+// shutdown; `serai router` is a thin wrapper around it. See README.md for
+// the operator's view.
+package router

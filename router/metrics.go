@@ -1,0 +1,273 @@
+package router
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names follow SageMaker's CloudWatch metrics where one exists
+// (Invocations, Invocation4XXErrors, ModelLatency, OverheadLatency), in
+// Prometheus spelling. Endpoint and variant labels are taken from the routing
+// table, never from request input, so a client cannot grow the series count.
+// Errors that happen before a variant is chosen carry variant="".
+type metrics struct {
+	invocations  *prometheus.CounterVec
+	errors4xx    *prometheus.CounterVec
+	errors5xx    *prometheus.CounterVec
+	modelLatency *prometheus.HistogramVec
+	overhead     *prometheus.HistogramVec
+	inFlight     *prometheus.GaugeVec
+	healthy      *prometheus.GaugeVec
+	ejected      *prometheus.GaugeVec
+	ejections    *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+
+	shadowInvocations *prometheus.CounterVec
+	shadowErrors      *prometheus.CounterVec
+	shadowLatency     *prometheus.HistogramVec
+	shadowDropped     *prometheus.CounterVec
+
+	rejected           *prometheus.CounterVec
+	rejBadPath         prometheus.Counter
+	rejMethod          prometheus.Counter
+	rejUnknownEndpoint prometheus.Counter
+	rejOverloaded      prometheus.Counter
+	rejNotSynced       prometheus.Counter
+
+	discoveryUp       prometheus.Gauge
+	discoveryErrors   prometheus.Counter
+	tableUpdates      prometheus.Counter
+	tableLastUpdate   prometheus.Gauge
+	discoveryLastSync prometheus.Gauge
+
+	mu       sync.Mutex
+	variants map[[2]string]*variantMetrics
+	shadows  map[[2]string]*shadowMetrics
+}
+
+// variantMetrics holds the children of one (endpoint, variant) so the hot
+// path touches no label map.
+type variantMetrics struct {
+	invocations  prometheus.Counter
+	errors4xx    prometheus.Counter
+	errors5xx    prometheus.Counter
+	modelLatency prometheus.Observer
+	overhead     prometheus.Observer
+	inFlight     prometheus.Gauge
+	healthy      prometheus.Gauge
+	ejected      prometheus.Gauge
+	ejections    prometheus.Counter
+	retries      prometheus.Counter
+}
+
+type shadowMetrics struct {
+	invocations prometheus.Counter
+	errors      prometheus.Counter
+	latency     prometheus.Observer
+	dropped     prometheus.Counter
+}
+
+// latencyBuckets spans 100µs (router overhead) to 60s (model timeout).
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+}
+
+func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
+	ev := []string{"endpoint", "variant"}
+	m := &metrics{
+		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_invocations_total", Help: "InvokeEndpoint requests routed to a variant.",
+		}, ev),
+		errors4xx: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_invocation_4xx_errors_total", Help: "Invocations answered with a 4xx status (the model's for model errors, the router's otherwise).",
+		}, ev),
+		errors5xx: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_invocation_5xx_errors_total", Help: "Invocations answered with a 5xx status, including model 5xx, model timeouts and no healthy instance.",
+		}, ev),
+		modelLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "serai_router_model_latency_seconds", Help: "Time the model took to answer, as seen from the router (SageMaker ModelLatency).", Buckets: latencyBuckets,
+		}, ev),
+		overhead: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "serai_router_overhead_latency_seconds", Help: "Time the router added on top of the model (SageMaker OverheadLatency).", Buckets: latencyBuckets,
+		}, ev),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "serai_router_in_flight_requests", Help: "Requests currently being served by a variant.",
+		}, ev),
+		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "serai_router_healthy_instances", Help: "Instances passing their health checks, per variant named in the routing table.",
+		}, ev),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "serai_router_ejected_instances", Help: "Healthy instances currently ejected by outlier detection.",
+		}, ev),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_instance_ejections_total", Help: "Times an instance was ejected after repeated failures.",
+		}, ev),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_retries_total", Help: "Requests retried on another instance after a connection failure.",
+		}, ev),
+		shadowInvocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_shadow_invocations_total", Help: "Mirrored requests sent to a shadow variant.",
+		}, ev),
+		shadowErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_shadow_errors_total", Help: "Mirrored requests that failed or got a non-2xx answer.",
+		}, ev),
+		shadowLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "serai_router_shadow_model_latency_seconds", Help: "Model latency of mirrored requests.", Buckets: latencyBuckets,
+		}, ev),
+		shadowDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_shadow_dropped_total", Help: "Sampled requests not mirrored because the shadow budget was full or no instance was healthy.",
+		}, ev),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_rejected_requests_total", Help: "Requests refused before an endpoint was resolved, by reason.",
+		}, []string{"reason"}),
+		discoveryUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "serai_router_discovery_up", Help: "1 when every discovery watch is in sync, 0 while any is failing and the router serves its last known table.",
+		}),
+		discoveryErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "serai_router_discovery_errors_total", Help: "Failed discovery queries.",
+		}),
+		tableUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "serai_router_routing_table_updates_total", Help: "Routing table rebuilds.",
+		}),
+		tableLastUpdate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "serai_router_routing_table_last_update_timestamp_seconds", Help: "Unix time of the last routing table rebuild.",
+		}),
+		discoveryLastSync: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "serai_router_discovery_last_sync_timestamp_seconds", Help: "Unix time discovery last reported a successful sync.",
+		}),
+		variants: map[[2]string]*variantMetrics{},
+		shadows:  map[[2]string]*shadowMetrics{},
+	}
+	staleGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "serai_router_discovery_staleness_seconds",
+		Help: "How long the oldest failing discovery watch has been failing; 0 when all are in sync.",
+	}, staleness)
+	reg.MustRegister(m.invocations, m.errors4xx, m.errors5xx, m.modelLatency, m.overhead,
+		m.inFlight, m.healthy, m.ejected, m.ejections, m.retries,
+		m.shadowInvocations, m.shadowErrors, m.shadowLatency, m.shadowDropped,
+		m.rejected, m.discoveryUp, m.discoveryErrors, m.tableUpdates, m.tableLastUpdate,
+		m.discoveryLastSync, staleGauge)
+	m.discoveryUp.Set(1)
+	m.rejBadPath = m.rejected.WithLabelValues("bad_path")
+	m.rejMethod = m.rejected.WithLabelValues("bad_method")
+	m.rejUnknownEndpoint = m.rejected.WithLabelValues("unknown_endpoint")
+	m.rejOverloaded = m.rejected.WithLabelValues("overloaded")
+	m.rejNotSynced = m.rejected.WithLabelValues("not_synced")
+	return m
+}
+
+// endpointLevel holds the error counters of requests refused before a
+// variant was chosen (variant=""); only the error fields are set.
+func (m *metrics) endpointLevel(endpoint string) *variantMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{endpoint, ""}
+	if v, ok := m.variants[k]; ok {
+		return v
+	}
+	v := &variantMetrics{
+		errors4xx: m.errors4xx.WithLabelValues(endpoint, ""),
+		errors5xx: m.errors5xx.WithLabelValues(endpoint, ""),
+	}
+	m.variants[k] = v
+	return v
+}
+
+// shadowInstances holds the instance gauges of a shadow variant, whose
+// traffic is counted by the shadow_* metrics instead.
+func (m *metrics) shadowInstances(endpoint, variant string) *variantMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{endpoint, variant}
+	if v, ok := m.variants[k]; ok {
+		return v
+	}
+	v := &variantMetrics{
+		healthy:   m.healthy.WithLabelValues(endpoint, variant),
+		ejected:   m.ejected.WithLabelValues(endpoint, variant),
+		ejections: m.ejections.WithLabelValues(endpoint, variant),
+	}
+	m.variants[k] = v
+	return v
+}
+
+func (m *metrics) variant(endpoint, variant string) *variantMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{endpoint, variant}
+	// A partial entry (a former shadow variant) is replaced by a full one.
+	if v, ok := m.variants[k]; ok && v.invocations != nil {
+		return v
+	}
+	v := &variantMetrics{
+		invocations:  m.invocations.WithLabelValues(endpoint, variant),
+		errors4xx:    m.errors4xx.WithLabelValues(endpoint, variant),
+		errors5xx:    m.errors5xx.WithLabelValues(endpoint, variant),
+		modelLatency: m.modelLatency.WithLabelValues(endpoint, variant),
+		overhead:     m.overhead.WithLabelValues(endpoint, variant),
+		inFlight:     m.inFlight.WithLabelValues(endpoint, variant),
+		healthy:      m.healthy.WithLabelValues(endpoint, variant),
+		ejected:      m.ejected.WithLabelValues(endpoint, variant),
+		ejections:    m.ejections.WithLabelValues(endpoint, variant),
+		retries:      m.retries.WithLabelValues(endpoint, variant),
+	}
+	m.variants[k] = v
+	return v
+}
+
+func (m *metrics) shadow(endpoint, variant string) *shadowMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{endpoint, variant}
+	if v, ok := m.shadows[k]; ok {
+		return v
+	}
+	v := &shadowMetrics{
+		invocations: m.shadowInvocations.WithLabelValues(endpoint, variant),
+		errors:      m.shadowErrors.WithLabelValues(endpoint, variant),
+		latency:     m.shadowLatency.WithLabelValues(endpoint, variant),
+		dropped:     m.shadowDropped.WithLabelValues(endpoint, variant),
+	}
+	m.shadows[k] = v
+	return v
+}
+
+// forget deletes the series of variants no longer in any routing table, so
+// removed variants do not linger in /metrics forever. keep lists the
+// (endpoint, variant) pairs still in use for endpoint.
+func (m *metrics) forget(endpoint string, keep map[string]bool, keepShadow map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.variants {
+		if k[0] != endpoint || keep[k[1]] {
+			continue
+		}
+		delete(m.variants, k)
+		for _, v := range []*prometheus.CounterVec{m.invocations, m.errors4xx, m.errors5xx, m.ejections, m.retries} {
+			v.DeleteLabelValues(k[0], k[1])
+		}
+		m.modelLatency.DeleteLabelValues(k[0], k[1])
+		m.overhead.DeleteLabelValues(k[0], k[1])
+		m.inFlight.DeleteLabelValues(k[0], k[1])
+		m.healthy.DeleteLabelValues(k[0], k[1])
+		m.ejected.DeleteLabelValues(k[0], k[1])
+	}
+	for k := range m.shadows {
+		if k[0] != endpoint || keepShadow[k[1]] {
+			continue
+		}
+		delete(m.shadows, k)
+		m.shadowInvocations.DeleteLabelValues(k[0], k[1])
+		m.shadowErrors.DeleteLabelValues(k[0], k[1])
+		m.shadowLatency.DeleteLabelValues(k[0], k[1])
+		m.shadowDropped.DeleteLabelValues(k[0], k[1])
+	}
+}
+
+func (m *metrics) tableUpdated(now time.Time) {
+	m.tableUpdates.Inc()
+	m.tableLastUpdate.Set(float64(now.UnixNano()) / 1e9)
+}

@@ -1,0 +1,577 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Canonical header keys, looked up in the request's header map directly so
+// no key is canonicalised per request.
+const (
+	hdrContentType    = "Content-Type"
+	hdrAccept         = "Accept"
+	hdrCustomAttrs    = "X-Amzn-Sagemaker-Custom-Attributes"
+	hdrTargetVariant  = "X-Amzn-Sagemaker-Target-Variant"
+	hdrInferenceID    = "X-Amzn-Sagemaker-Inference-Id"
+	hdrInvokedVariant = "X-Amzn-Invoked-Production-Variant"
+	hdrContentLength  = "Content-Length"
+)
+
+// maxModelErrorBody is how much of a model's error answer is kept for
+// OriginalMessage; longer bodies are cut and their connection closed.
+const maxModelErrorBody = 64 << 10
+
+// writeGrace is how long past the model timeout a client may take to
+// receive its answer.
+const writeGrace = 30 * time.Second
+
+// ServeHTTP routes the SageMaker runtime API, /ping and /metrics.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, "/endpoints/"); ok {
+		name, op, found := strings.Cut(rest, "/")
+		if !found || op != "invocations" {
+			rt.m.rejBadPath.Inc()
+			writeError(w, http.StatusNotFound, CodeUnknownOperation, "No operation matches "+strconv.Quote(truncString(p, 256))+".")
+			return
+		}
+		if r.Method != http.MethodPost {
+			rt.m.rejMethod.Inc()
+			w.Header()["Allow"] = []string{"POST"}
+			writeError(w, http.StatusMethodNotAllowed, CodeUnknownOperation, "InvokeEndpoint takes POST, not "+truncString(r.Method, 16)+".")
+			return
+		}
+		rt.invoke(w, r, name)
+		return
+	}
+	switch p {
+	case "/ping":
+		if rt.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	case "/metrics":
+		rt.metricsH.ServeHTTP(w, r)
+	default:
+		rt.m.rejBadPath.Inc()
+		writeError(w, http.StatusNotFound, CodeUnknownOperation, "No operation matches "+strconv.Quote(truncString(p, 256))+".")
+	}
+}
+
+func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
+	start := time.Now()
+	e := rt.table.Load().endpoints[name]
+	if e == nil {
+		if rt.awaitingSync.Load() {
+			rt.m.rejNotSynced.Inc()
+			writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router has not loaded its routing table yet; retry later.")
+			return
+		}
+		rt.m.rejUnknownEndpoint.Inc()
+		if !ValidName(name) {
+			writeError(w, http.StatusBadRequest, CodeValidation,
+				"1 validation error detected: Value "+strconv.Quote(truncString(name, 256))+" at 'endpointName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+			return
+		}
+		writeError(w, http.StatusBadRequest, CodeValidation, "Endpoint "+name+" of account "+rt.cfg.Account+" not found.")
+		return
+	}
+	if rt.cfg.Authenticate != nil {
+		if err := rt.cfg.Authenticate(r); err != nil {
+			e.em.errors4xx.Inc()
+			writeError(w, http.StatusForbidden, CodeAccessDenied, err.Error())
+			return
+		}
+	}
+
+	// Refuse oversized bodies from the header alone, before reading a byte.
+	if r.ContentLength > rt.cfg.MaxBodyBytes {
+		e.em.errors4xx.Inc()
+		rt.tooLarge(w, r.ContentLength)
+		return
+	}
+	if rt.inFlight.Add(1) > rt.cfg.MaxInFlight {
+		rt.inFlight.Add(-1)
+		rt.m.rejOverloaded.Inc()
+		e.em.errors5xx.Inc()
+		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its concurrency limit; retry later.")
+		return
+	}
+	defer rt.inFlight.Add(-1)
+
+	h := r.Header
+	req := outRequest{
+		contentType: first(h[hdrContentType]),
+		accept:      first(h[hdrAccept]),
+		customAttrs: first(h[hdrCustomAttrs]),
+		inferenceID: first(h[hdrInferenceID]),
+	}
+	target := first(h[hdrTargetVariant])
+	if msg := validateHeaders(&req, target); msg != "" {
+		e.em.errors4xx.Inc()
+		writeError(w, http.StatusBadRequest, CodeValidation, msg)
+		return
+	}
+
+	charge := r.ContentLength
+	if charge < 0 {
+		charge = rt.cfg.MaxBodyBytes + 1
+	}
+	if rt.buffered.Add(charge) > rt.cfg.MaxBufferedBytes {
+		rt.buffered.Add(-charge)
+		rt.m.rejOverloaded.Inc()
+		e.em.errors5xx.Inc()
+		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
+		return
+	}
+	defer rt.buffered.Add(-charge)
+	bp, body, n, err := rt.readBody(r)
+	if bp != nil {
+		defer rt.putBuf(bp)
+	}
+	if n > rt.cfg.MaxBodyBytes {
+		e.em.errors4xx.Inc()
+		rt.tooLarge(w, -1)
+		return
+	}
+	if err != nil {
+		e.em.errors4xx.Inc()
+		writeError(w, http.StatusBadRequest, CodeValidation, "Could not read the request body: "+err.Error())
+		return
+	}
+	req.body = body
+
+	s, in, perr := e.choose(target)
+	switch perr {
+	case pickUnknownVariant:
+		e.em.errors4xx.Inc()
+		writeError(w, http.StatusBadRequest, CodeValidation,
+			"The variant "+strconv.Quote(truncString(target, 64))+" specified in TargetVariant does not exist for endpoint "+name+".")
+		return
+	case pickNoInstance:
+		e.em.errors5xx.Inc()
+		if target != "" {
+			writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "Variant "+target+" of endpoint "+name+" has no healthy instance.")
+		} else {
+			writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "Endpoint "+name+" has no healthy instance.")
+		}
+		return
+	}
+
+	if len(e.shadows) > 0 {
+		rt.mirror(e, &req)
+	}
+
+	// Bound how long a client that stops reading can hold this request.
+	// Server.WriteTimeout (set by Serve) resets the deadline per request.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + writeGrace))
+
+	ctx := r.Context()
+	var res exchangeResult
+	for attempt := 0; ; attempt++ {
+		res = rt.exchange(ctx, w, e, s, in, &req)
+		if res.outcome != outConnectFailed || attempt > 0 {
+			break
+		}
+		// Nothing reached the instance: safe to try another one, once.
+		s2, in2 := e.chooseExcept(target, in)
+		if in2 == nil {
+			break
+		}
+		s.vm.retries.Inc()
+		s, in = s2, in2
+	}
+
+	vm := s.vm
+	vm.invocations.Inc()
+	switch res.outcome {
+	case outOK:
+		vm.modelLatency.Observe(res.modelEnd.Sub(res.modelStart).Seconds())
+		vm.overhead.Observe(res.modelStart.Sub(start).Seconds())
+	case outModelError:
+		vm.modelLatency.Observe(res.modelEnd.Sub(res.modelStart).Seconds())
+		vm.overhead.Observe(res.modelStart.Sub(start).Seconds())
+		if res.status >= 500 {
+			vm.errors5xx.Inc()
+		} else {
+			vm.errors4xx.Inc()
+		}
+		writeErrorBody(w, http.StatusFailedDependency, &ErrorBody{
+			Type: CodeModel,
+			Message: fmt.Sprintf("Received %s error (%d) from variant %s of endpoint %s with message %q.",
+				errorClass(res.status), res.status, s.variant, name, truncString(res.message, 1024)),
+			OriginalStatusCode: res.status,
+			OriginalMessage:    res.message,
+		})
+	case outTimeout:
+		vm.errors5xx.Inc()
+		writeErrorBody(w, http.StatusFailedDependency, &ErrorBody{
+			Type: CodeModel,
+			Message: fmt.Sprintf("Your invocation timed out after %s while waiting for a response from variant %s of endpoint %s. Review the model latency metrics, resolve the issue, and try again.",
+				e.timeout, s.variant, name),
+		})
+	case outBroken:
+		vm.errors5xx.Inc()
+		writeErrorBody(w, http.StatusFailedDependency, &ErrorBody{
+			Type: CodeModel,
+			Message: fmt.Sprintf("Variant %s of endpoint %s did not return a complete response: %v.",
+				s.variant, name, res.err),
+		})
+	case outConnectFailed:
+		vm.errors5xx.Inc()
+		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable,
+			fmt.Sprintf("No instance of variant %s of endpoint %s accepted a connection: %v.", s.variant, name, res.err))
+	case outClientGone:
+		// Nobody to answer; not the instance's fault.
+	case outAbort:
+		// The model failed mid-body after the answer started: drop the
+		// client connection so it cannot mistake a cut body for a whole one.
+		vm.errors5xx.Inc()
+		panic(http.ErrAbortHandler)
+	}
+	if rt.log.IsDebug() {
+		rt.log.Debug("invoke", "endpoint", name, "variant", s.variant, "generation", s.generation,
+			"instance", in.addr, "outcome", res.outcome.String(), "status", res.status,
+			"total", time.Since(start), "inference_id", req.inferenceID)
+	}
+}
+
+type outcome int
+
+const (
+	outOK outcome = iota
+	outModelError
+	outTimeout
+	outBroken
+	outConnectFailed
+	outClientGone
+	outAbort
+)
+
+func (o outcome) String() string {
+	return [...]string{"ok", "model_error", "timeout", "broken", "connect_failed", "client_gone", "abort"}[o]
+}
+
+type exchangeResult struct {
+	outcome    outcome
+	status     int
+	message    string
+	err        error
+	modelStart time.Time
+	modelEnd   time.Time
+}
+
+// exchange sends req to one instance. On outOK the answer has been written
+// to w; on every other outcome nothing has been written yet, except for
+// outAbort.
+func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoint, s *slot, in *instance, req *outRequest) (res exchangeResult) {
+	vm := s.vm
+	in.inflight.Add(1)
+	vm.inFlight.Inc()
+	defer func() {
+		in.inflight.Add(-1)
+		vm.inFlight.Dec()
+	}()
+
+	var h respHead
+	res.modelStart = time.Now()
+	pc, stop, err := rt.roundTrip(ctx, in, req, res.modelStart.Add(e.timeout), &h)
+	if err != nil {
+		res.modelEnd = time.Now()
+		res.err = err
+		res.outcome = rt.classify(ctx, in, vm, err)
+		return res
+	}
+
+	if h.status/100 != 2 {
+		msg, clean, err := readLimited(pc.bodyReader(&h), maxModelErrorBody)
+		rt.finish(pc, stop, clean && err == nil && !h.close)
+		res.modelEnd = time.Now()
+		if err != nil {
+			res.err = err
+			res.outcome = rt.classify(ctx, in, vm, err)
+			return res
+		}
+		if h.status == http.StatusBadGateway || h.status == http.StatusServiceUnavailable || h.status == http.StatusGatewayTimeout {
+			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.status))
+		} else {
+			rt.instanceOK(in)
+		}
+		res.outcome = outModelError
+		res.status = h.status
+		res.message = modelMessage(msg)
+		return res
+	}
+
+	hdr := w.Header()
+	if h.contentType != nil {
+		hdr[hdrContentType] = h.contentType
+	} else {
+		hdr[hdrContentType] = nil // no sniffing: the model sent no type
+	}
+	hdr[hdrInvokedVariant] = s.header
+	if h.customAttrs != "" {
+		hdr[hdrCustomAttrs] = []string{h.customAttrs}
+	}
+	if !h.chunked && h.contentLength >= 0 {
+		hdr[hdrContentLength] = pc.contentLengthHeader(h.contentLength)
+	}
+	w.WriteHeader(http.StatusOK)
+	if !h.chunked && h.contentLength >= 0 {
+		_, err = pc.relayFixed(w, h.contentLength)
+	} else {
+		bp := rt.getBuf(32 << 10)
+		_, err = relay(w, pc.bodyReader(&h), (*bp)[:32<<10])
+		rt.putBuf(bp)
+	}
+	res.modelEnd = time.Now()
+	rt.finish(pc, stop, err == nil && !h.close)
+	res.status = http.StatusOK
+	if err != nil {
+		var cw *errClientWrite
+		if errors.As(err, &cw) || ctx.Err() != nil {
+			res.outcome = outClientGone
+			return res
+		}
+		rt.instanceFailed(in, vm, err)
+		res.err = err
+		res.outcome = outAbort
+		return res
+	}
+	rt.instanceOK(in)
+	res.outcome = outOK
+	return res
+}
+
+// roundTrip sends the request and reads the response head. On success the
+// caller owns pc and must hand it to finish with stop.
+func (rt *Router) roundTrip(ctx context.Context, in *instance, req *outRequest, deadline time.Time, h *respHead) (*pconn, func() bool, error) {
+	pc, err := in.pool.get(ctx, deadline)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, pc.abortFn)
+	err = pc.writeRequest(req)
+	if err != nil && pc.reused && ctx.Err() == nil && !isTimeout(err) {
+		// The instance closed this idle connection after the liveness
+		// probe; the request never arrived. Use a fresh connection.
+		stop()
+		pc.c.Close()
+		pc, err = in.pool.dial(ctx, deadline)
+		if err != nil {
+			return nil, nil, err
+		}
+		stop = context.AfterFunc(ctx, pc.abortFn)
+		err = pc.writeRequest(req)
+	}
+	if err == nil {
+		err = pc.readHead(h)
+	}
+	if err != nil {
+		stop()
+		pc.c.Close()
+		return nil, nil, err
+	}
+	return pc, stop, nil
+}
+
+// finish returns a connection to its pool if the exchange left it clean.
+func (rt *Router) finish(pc *pconn, stop func() bool, reusable bool) {
+	// stop is false when the request context fired and poisoned the
+	// connection's deadline.
+	if stop() && reusable {
+		pc.pool.put(pc)
+		return
+	}
+	pc.c.Close()
+}
+
+func (rt *Router) classify(ctx context.Context, in *instance, vm *variantMetrics, err error) outcome {
+	if ctx.Err() != nil {
+		return outClientGone
+	}
+	var ce *errConnect
+	if errors.As(err, &ce) {
+		rt.instanceFailed(in, vm, err)
+		return outConnectFailed
+	}
+	rt.instanceFailed(in, vm, err)
+	if isTimeout(err) {
+		return outTimeout
+	}
+	return outBroken
+}
+
+// mirror sends a sample of the request to each shadow variant in the
+// background. It never blocks the caller and never touches the client's
+// answer.
+func (rt *Router) mirror(e *endpoint, req *outRequest) {
+	for _, sh := range e.shadows {
+		if !sh.sampled() {
+			continue
+		}
+		if len(sh.insts) == 0 {
+			sh.sm.dropped.Inc()
+			continue
+		}
+		if rt.shadowInFlight.Add(1) > rt.cfg.MaxShadowInFlight {
+			rt.shadowInFlight.Add(-1)
+			sh.sm.dropped.Inc()
+			continue
+		}
+		bp := rt.getBuf(len(req.body))
+		sreq := *req
+		sreq.body = (*bp)[:len(req.body)]
+		copy(sreq.body, req.body)
+		in := pickP2C(sh.insts)
+		rt.shadowWG.Add(1)
+		go rt.runShadow(e.timeout, sh, in, &sreq, bp)
+	}
+}
+
+func (rt *Router) runShadow(timeout time.Duration, sh *shadowSlot, in *instance, req *outRequest, bp *[]byte) {
+	defer rt.shadowWG.Done()
+	defer rt.shadowInFlight.Add(-1)
+	defer rt.putBuf(bp)
+	in.inflight.Add(1)
+	defer in.inflight.Add(-1)
+	sh.sm.invocations.Inc()
+	ctx := rt.shadowCtx
+	var h respHead
+	start := time.Now()
+	pc, stop, err := rt.roundTrip(ctx, in, req, start.Add(timeout), &h)
+	if err == nil {
+		var clean bool
+		_, clean, err = readLimited(pc.bodyReader(&h), rt.cfg.MaxBodyBytes)
+		rt.finish(pc, stop, clean && err == nil && !h.close)
+	}
+	sh.sm.latency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		sh.sm.errors.Inc()
+		if ctx.Err() == nil {
+			rt.instanceFailed(in, sh.vm, err)
+		}
+		return
+	}
+	if h.status/100 != 2 {
+		sh.sm.errors.Inc()
+	}
+	rt.instanceOK(in)
+}
+
+func pickP2C(insts []*instance) *instance {
+	s := slot{insts: insts}
+	return s.pickInstance()
+}
+
+// readLimited reads up to limit bytes; clean reports whether the body ended
+// within the limit, leaving the connection reusable.
+func readLimited(r io.Reader, limit int64) ([]byte, bool, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit))
+	if err != nil {
+		return b, false, err
+	}
+	if int64(len(b)) < limit {
+		return b, true, nil
+	}
+	var one [1]byte
+	n, _ := r.Read(one[:])
+	return b, n == 0, nil
+}
+
+func (rt *Router) tooLarge(w http.ResponseWriter, n int64) {
+	msg := "Request body exceeds the " + strconv.FormatInt(rt.cfg.MaxBodyBytes, 10) + "-byte limit."
+	if n >= 0 {
+		msg = "Request body of " + strconv.FormatInt(n, 10) + " bytes exceeds the " + strconv.FormatInt(rt.cfg.MaxBodyBytes, 10) + "-byte limit."
+	}
+	// The rest of the body is never read: tell net/http not to try.
+	w.Header()["Connection"] = []string{"close"}
+	writeError(w, http.StatusRequestEntityTooLarge, CodeValidation, msg)
+}
+
+// readBody buffers the request body in a pooled buffer. n is the number of
+// bytes seen; n > MaxBodyBytes means the body was cut off at the limit.
+func (rt *Router) readBody(r *http.Request) (bp *[]byte, body []byte, n int64, err error) {
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil, nil, 0, nil
+	}
+	if r.ContentLength > 0 {
+		bp = rt.getBuf(int(r.ContentLength))
+		body = (*bp)[:r.ContentLength]
+		m, err := io.ReadFull(r.Body, body)
+		return bp, body, int64(m), err
+	}
+	limit := int(rt.cfg.MaxBodyBytes) + 1
+	bp = rt.getBuf(4 << 10)
+	b := (*bp)[:0]
+	for {
+		if len(b) >= limit {
+			return bp, nil, int64(len(b)), nil
+		}
+		if len(b) == cap(b) {
+			nbp := rt.getBuf(min(2*cap(b), limit))
+			nb := append((*nbp)[:0], b...)
+			rt.putBuf(bp)
+			bp, b = nbp, nb
+		}
+		m, err := r.Body.Read(b[len(b):min(cap(b), limit)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return bp, b, int64(len(b)), nil
+		}
+		if err != nil {
+			return bp, nil, int64(len(b)), err
+		}
+	}
+}
+
+func validateHeaders(req *outRequest, target string) string {
+	switch {
+	case len(req.contentType) > 1024:
+		return "ContentType is longer than 1024 characters."
+	case len(req.accept) > 1024:
+		return "Accept is longer than 1024 characters."
+	case len(req.customAttrs) > 1024:
+		return "CustomAttributes is longer than 1024 characters."
+	case len(req.inferenceID) > 64:
+		return "InferenceId is longer than 64 characters."
+	case len(target) > 1024:
+		return "TargetVariant is longer than 1024 characters."
+	}
+	for _, v := range [...]string{req.contentType, req.accept, req.customAttrs, req.inferenceID, target} {
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return "Header values must not contain control characters."
+			}
+		}
+	}
+	return ""
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func errorClass(status int) string {
+	if status >= 500 {
+		return "server"
+	}
+	return "client"
+}
+
+func truncString(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

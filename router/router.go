@@ -1,0 +1,465 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MaxBodyBytes is SageMaker's real-time payload limit (6 MB).
+const MaxBodyBytes = 6291456
+
+// Config tunes a Router. The zero value of every field means its default.
+type Config struct {
+	Logger hclog.Logger
+
+	// Registry receives the router's metrics and is served on /metrics.
+	// Nil means a fresh registry with Go and process collectors.
+	Registry *prometheus.Registry
+
+	// Timeout is the model timeout for endpoints whose routing table sets
+	// none (default 60 s, SageMaker's).
+	Timeout time.Duration
+	// MaxBodyBytes caps request bodies (default 6,291,456, SageMaker's).
+	MaxBodyBytes int64
+	// MaxInFlight caps concurrent invocations; beyond it the router answers
+	// 503 at once instead of queueing (default 10,000).
+	MaxInFlight int64
+	// MaxBufferedBytes caps the memory held by request bodies in flight
+	// (default 1 GiB). Bodies are buffered so a failed connection can be
+	// retried and a sample mirrored to shadow variants.
+	MaxBufferedBytes int64
+
+	// DialTimeout bounds connecting to an instance (default 2 s).
+	DialTimeout time.Duration
+	// IdleConnTimeout closes keep-alive connections idle this long
+	// (default 60 s).
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerInstance bounds each instance's keep-alive pool
+	// (default 512).
+	MaxIdleConnsPerInstance int
+
+	// Outlier detection: an instance with OutlierFailures consecutive
+	// connection failures, timeouts or 502/503/504 answers is ejected for
+	// OutlierBaseEjection times the number of its recent ejections, at most
+	// OutlierMaxEjection (defaults 5, 10 s, 5 min). Negative
+	// OutlierFailures disables ejection.
+	OutlierFailures     int
+	OutlierBaseEjection time.Duration
+	OutlierMaxEjection  time.Duration
+
+	// MaxShadowInFlight bounds concurrent mirrored requests; samples beyond
+	// it are dropped and counted (default 256).
+	MaxShadowInFlight int64
+
+	// Account names the "account" in SageMaker-style messages
+	// ("Endpoint x of account <Account> not found.").
+	Account string
+
+	// Authenticate, when set, runs before an invocation; an error answers
+	// 403. Without it, AWS signature headers are accepted and ignored.
+	Authenticate func(*http.Request) error
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = MaxBodyBytes
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 10000
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = 1 << 30
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 2 * time.Second
+	}
+	if c.IdleConnTimeout <= 0 {
+		c.IdleConnTimeout = 60 * time.Second
+	}
+	if c.MaxIdleConnsPerInstance <= 0 {
+		c.MaxIdleConnsPerInstance = 512
+	}
+	if c.OutlierFailures == 0 {
+		c.OutlierFailures = 5
+	}
+	if c.OutlierBaseEjection <= 0 {
+		c.OutlierBaseEjection = 10 * time.Second
+	}
+	if c.OutlierMaxEjection <= 0 {
+		c.OutlierMaxEjection = 5 * time.Minute
+	}
+	if c.MaxShadowInFlight <= 0 {
+		c.MaxShadowInFlight = 256
+	}
+	if c.Account == "" {
+		c.Account = "serai"
+	}
+}
+
+// Router is the invoke data plane: an http.Handler serving the SageMaker
+// runtime API from a routing table fed by a Discovery backend through the
+// Sink methods.
+type Router struct {
+	cfg      Config
+	log      hclog.Logger
+	m        *metrics
+	registry *prometheus.Registry
+	metricsH http.Handler
+	up       *upstreamConfig
+
+	table atomic.Pointer[table]
+
+	inFlight       atomic.Int64
+	buffered       atomic.Int64
+	shadowInFlight atomic.Int64
+	shadowWG       sync.WaitGroup
+	draining       atomic.Bool
+	bufs           bufPool
+	// awaitingSync is set while discovery has not yet synced once, so an
+	// unknown endpoint means "not loaded yet" (503), not "does not exist".
+	awaitingSync atomic.Bool
+
+	// shadowCtx ends mirrored requests when the router closes.
+	shadowCtx    context.Context
+	shadowCancel context.CancelFunc
+
+	mu         sync.Mutex
+	routes     map[string]*Routes
+	discovered map[string][]Instance
+	live       map[string]map[string]*instance
+	syncs      map[string]*syncState
+	closed     bool
+
+	stopJanitor chan struct{}
+	janitorDone chan struct{}
+}
+
+type syncState struct {
+	ok    bool
+	since time.Time // start of the current failure
+}
+
+// New builds a Router with an empty table. Call Close when done.
+func New(cfg Config) (*Router, error) {
+	cfg.setDefaults()
+	if cfg.MaxBodyBytes > 64<<20 {
+		return nil, errors.New("router: MaxBodyBytes above 64 MiB is not supported")
+	}
+	rt := &Router{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		routes:      map[string]*Routes{},
+		discovered:  map[string][]Instance{},
+		live:        map[string]map[string]*instance{},
+		syncs:       map[string]*syncState{},
+		stopJanitor: make(chan struct{}),
+		janitorDone: make(chan struct{}),
+		up: &upstreamConfig{
+			dialTimeout: cfg.DialTimeout,
+			idleTimeout: cfg.IdleConnTimeout,
+			maxIdle:     cfg.MaxIdleConnsPerInstance,
+			dialer:      &net.Dialer{KeepAlive: 30 * time.Second},
+		},
+	}
+	rt.shadowCtx, rt.shadowCancel = context.WithCancel(context.Background())
+	rt.registry = cfg.Registry
+	if rt.registry == nil {
+		rt.registry = prometheus.NewRegistry()
+		rt.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	rt.m = newMetrics(rt.registry, rt.staleness)
+	rt.metricsH = promhttp.HandlerFor(rt.registry, promhttp.HandlerOpts{})
+	rt.table.Store(&table{endpoints: map[string]*endpoint{}})
+	go rt.janitor()
+	return rt, nil
+}
+
+// Registry is the registry /metrics serves.
+func (rt *Router) Registry() *prometheus.Registry { return rt.registry }
+
+// SetRoutes implements Sink.
+func (rt *Router) SetRoutes(name string, routes *Routes) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed {
+		return
+	}
+	rt.awaitingSync.Store(false)
+	if routes == nil {
+		if _, ok := rt.routes[name]; !ok {
+			return
+		}
+		delete(rt.routes, name)
+		rt.log.Info("endpoint removed from routing table", "endpoint", name)
+	} else {
+		rt.routes[name] = routes
+	}
+	rt.rebuildLocked(name)
+}
+
+// SetInstances implements Sink.
+func (rt *Router) SetInstances(name string, instances []Instance) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed {
+		return
+	}
+	rt.discovered[name] = append([]Instance(nil), instances...)
+	if len(instances) == 0 {
+		delete(rt.discovered, name)
+	}
+	rt.rebuildLocked(name)
+}
+
+// ReportSync implements Sink.
+func (rt *Router) ReportSync(source string, err error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	st, ok := rt.syncs[source]
+	if !ok {
+		st = &syncState{ok: true}
+		rt.syncs[source] = st
+	}
+	now := time.Now()
+	if err == nil {
+		rt.awaitingSync.Store(false)
+		if !st.ok {
+			rt.log.Info("discovery back in sync", "source", source, "stale_for", now.Sub(st.since).Round(time.Millisecond))
+		}
+		st.ok = true
+		rt.m.discoveryLastSync.Set(float64(now.UnixNano()) / 1e9)
+	} else {
+		rt.m.discoveryErrors.Inc()
+		if st.ok {
+			st.ok = false
+			st.since = now
+			rt.log.Warn("discovery failing; keeping the current routing table until it recovers", "source", source, "error", err)
+		}
+	}
+	rt.updateUpLocked()
+}
+
+// ForgetSource implements Sink.
+func (rt *Router) ForgetSource(source string) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	delete(rt.syncs, source)
+	rt.updateUpLocked()
+}
+
+func (rt *Router) updateUpLocked() {
+	up := 1.0
+	for _, s := range rt.syncs {
+		if !s.ok {
+			up = 0
+		}
+	}
+	rt.m.discoveryUp.Set(up)
+}
+
+// InSync reports whether every discovery source last reported success.
+func (rt *Router) InSync() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for _, s := range rt.syncs {
+		if !s.ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (rt *Router) staleness() float64 {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var worst time.Duration
+	now := time.Now()
+	for _, s := range rt.syncs {
+		if !s.ok && now.Sub(s.since) > worst {
+			worst = now.Sub(s.since)
+		}
+	}
+	return worst.Seconds()
+}
+
+// rebuildLocked reconciles the live instances of one endpoint with
+// discovery, compiles it and publishes a new table.
+func (rt *Router) rebuildLocked(name string) {
+	routes := rt.routes[name]
+	live := rt.live[name]
+	if live == nil {
+		live = map[string]*instance{}
+		rt.live[name] = live
+	}
+	seen := map[string]bool{}
+	for _, in := range rt.discovered[name] {
+		k := instanceKey(in)
+		seen[k] = true
+		if _, ok := live[k]; ok {
+			continue
+		}
+		live[k] = &instance{
+			key: k, endpoint: name, id: in.ID, addr: in.Address,
+			variant: in.Variant, generation: in.Generation, shadow: in.Shadow,
+			pool: newConnPool(in.Address, rt.up),
+		}
+	}
+	for k, in := range live {
+		if !seen[k] || routes == nil {
+			rt.retireLocked(in)
+			delete(live, k)
+		}
+	}
+	if len(live) == 0 {
+		delete(rt.live, name)
+	}
+
+	old := rt.table.Load()
+	next := &table{endpoints: make(map[string]*endpoint, len(old.endpoints)+1)}
+	for k, v := range old.endpoints {
+		next.endpoints[k] = v
+	}
+	if routes == nil {
+		delete(next.endpoints, name)
+		rt.m.forget(name, nil, nil)
+	} else {
+		next.endpoints[name] = rt.buildEndpoint(name, routes, live)
+	}
+	rt.table.Store(next)
+	rt.m.tableUpdated(time.Now())
+}
+
+func (rt *Router) retireLocked(in *instance) {
+	in.retired = true
+	if in.timer != nil {
+		in.timer.Stop()
+		in.timer = nil
+	}
+	in.pool.close()
+}
+
+// instanceOK records a successful exchange.
+func (rt *Router) instanceOK(in *instance) {
+	if in.fails.Load() != 0 {
+		in.fails.Store(0)
+	}
+}
+
+// instanceFailed records a failure and ejects the instance when it crosses
+// the threshold. Only the request that crosses it takes the lock.
+func (rt *Router) instanceFailed(in *instance, vm *variantMetrics, err error) {
+	if rt.cfg.OutlierFailures < 0 {
+		return
+	}
+	if in.fails.Add(1) != int32(rt.cfg.OutlierFailures) {
+		return
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed || in.retired || in.ejected.Load() {
+		return
+	}
+	now := time.Now()
+	if !in.readmitted.IsZero() && now.Sub(in.readmitted) > rt.cfg.OutlierMaxEjection {
+		in.ejections = 0
+	}
+	in.ejections++
+	d := time.Duration(in.ejections) * rt.cfg.OutlierBaseEjection
+	if d > rt.cfg.OutlierMaxEjection {
+		d = rt.cfg.OutlierMaxEjection
+	}
+	in.ejected.Store(true)
+	vm.ejections.Inc()
+	rt.log.Warn("instance ejected after repeated failures", "endpoint", in.endpoint, "variant", in.variant,
+		"instance", in.id, "address", in.addr, "for", d, "error", err)
+	in.timer = time.AfterFunc(d, func() { rt.readmit(in) })
+	rt.rebuildLocked(in.endpoint)
+}
+
+func (rt *Router) readmit(in *instance) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed || in.retired {
+		return
+	}
+	in.timer = nil
+	in.fails.Store(0)
+	in.ejected.Store(false)
+	in.readmitted = time.Now()
+	rt.log.Info("instance re-admitted", "endpoint", in.endpoint, "variant", in.variant, "instance", in.id)
+	rt.rebuildLocked(in.endpoint)
+}
+
+// janitor closes idle upstream connections past their idle timeout, which
+// the LIFO pools would otherwise keep under light load.
+func (rt *Router) janitor() {
+	defer close(rt.janitorDone)
+	t := time.NewTicker(rt.cfg.IdleConnTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.stopJanitor:
+			return
+		case now := <-t.C:
+			for _, e := range rt.table.Load().endpoints {
+				for _, s := range e.slots {
+					for _, in := range s.insts {
+						in.pool.sweep(now)
+					}
+				}
+				for _, s := range e.shadows {
+					for _, in := range s.insts {
+						in.pool.sweep(now)
+					}
+				}
+			}
+		}
+	}
+}
+
+// SetDraining makes /ping answer 503 so load balancers stop sending new
+// requests while in-flight ones finish.
+func (rt *Router) SetDraining(v bool) { rt.draining.Store(v) }
+
+// Close waits for mirrored requests, stops timers and closes idle
+// connections. In-flight invocations must be finished first (the HTTP
+// server's Shutdown does that).
+func (rt *Router) Close() {
+	rt.mu.Lock()
+	if rt.closed {
+		rt.mu.Unlock()
+		return
+	}
+	rt.closed = true
+	rt.mu.Unlock()
+	close(rt.stopJanitor)
+	<-rt.janitorDone
+	rt.shadowCancel()
+	rt.shadowWG.Wait()
+	rt.mu.Lock()
+	for _, live := range rt.live {
+		for _, in := range live {
+			rt.retireLocked(in)
+		}
+	}
+	rt.mu.Unlock()
+}
+
+func (rt *Router) getBuf(n int) *[]byte { return rt.bufs.get(n) }
+func (rt *Router) putBuf(b *[]byte)     { rt.bufs.put(b) }

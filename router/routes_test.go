@@ -1,0 +1,121 @@
+package router
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRoutesGoldenRoundTrip(t *testing.T) {
+	r := &Routes{
+		Version:  1,
+		Endpoint: "churn",
+		Generations: []Generation{
+			{Generation: 3, Weight: 0.9, Variants: []Variant{{Name: "a", Weight: 0.8}, {Name: "b", Weight: 0.2}}},
+			{Generation: 4, Weight: 0.1, Variants: []Variant{{Name: "a", Weight: 1}}},
+		},
+		Shadow:  []Shadow{{Variant: "s", Generation: 4, SamplingPercent: 10}},
+		Timeout: Duration(time.Minute),
+	}
+	b, err := EncodeRoutes(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile("testdata/routes-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(b), bytes.TrimSpace(golden)) {
+		t.Errorf("encoding changed; the control plane and deployed routers depend on it:\n%s", b)
+	}
+	back, err := DecodeRoutes(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(back.Timeout) != time.Minute || len(back.Generations) != 2 || back.Shadow[0].SamplingPercent != 10 {
+		t.Errorf("decoded %+v", back)
+	}
+	ew := back.EffectiveWeights()
+	want := []EffectiveWeight{{3, "a", 0.72}, {3, "b", 0.18}, {4, "a", 0.1}}
+	for i := range want {
+		if ew[i].Generation != want[i].Generation || ew[i].Variant != want[i].Variant || abs(ew[i].Weight-want[i].Weight) > 1e-12 {
+			t.Errorf("effective weight %d: %+v, want %+v", i, ew[i], want[i])
+		}
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+func TestDecodeRoutesRejects(t *testing.T) {
+	cases := map[string]string{
+		"not json":           `{`,
+		"no version":         `{"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}]}`,
+		"future version":     `{"version":2,"endpoint":"e"}`,
+		"bad endpoint":       `{"version":1,"endpoint":"e_1","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}]}`,
+		"no generations":     `{"version":1,"endpoint":"e","generations":[]}`,
+		"generation 0":       `{"version":1,"endpoint":"e","generations":[{"generation":0,"weight":1,"variants":[{"name":"a","weight":1}]}]}`,
+		"duplicate gen":      `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]},{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}]}`,
+		"negative weight":    `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":-1,"variants":[{"name":"a","weight":1}]}]}`,
+		"no variants":        `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[]}]}`,
+		"duplicate variant":  `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1},{"name":"a","weight":1}]}]}`,
+		"bad variant name":   `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"-a","weight":1}]}]}`,
+		"shadow collides":    `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}],"shadow":[{"variant":"a","generation":1,"sampling_percent":5}]}`,
+		"shadow sampling 0":  `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}],"shadow":[{"variant":"s","generation":1,"sampling_percent":0}]}`,
+		"shadow over 100":    `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}],"shadow":[{"variant":"s","generation":1,"sampling_percent":101}]}`,
+		"bad timeout":        `{"version":1,"endpoint":"e","timeout":"soon","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}]}`,
+		"timeout too long":   `{"version":1,"endpoint":"e","timeout":"2h","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":1}]}]}`,
+		"weight not numeric": `{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":"1","variants":[{"name":"a","weight":1}]}]}`,
+	}
+	for name, in := range cases {
+		if _, err := DecodeRoutes([]byte(in)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// Unknown fields are allowed within a version.
+	ok := `{"version":1,"endpoint":"e","note":"x","generations":[{"generation":1,"weight":0,"variants":[{"name":"a","weight":0,"future":true}]}]}`
+	if _, err := DecodeRoutes([]byte(ok)); err != nil {
+		t.Errorf("unknown fields: %v", err)
+	}
+	// Validate reports every problem at once.
+	err := (&Routes{Version: 1, Endpoint: "-", Generations: []Generation{{Generation: 0, Weight: -1}}}).Validate()
+	if err == nil || strings.Count(err.Error(), "\n") < 3 {
+		t.Errorf("want several problems joined, got %v", err)
+	}
+}
+
+func TestValidNameMatchesSageMakerPattern(t *testing.T) {
+	good := []string{"a", "A9", "a-b", "a--b", strings.Repeat("a", 63), "a" + strings.Repeat("-", 100) + "b"}
+	bad := []string{"", "-a", "a-", "a_b", "a.b", "ä", strings.Repeat("a", 64), "a b"}
+	for _, s := range good {
+		if !ValidName(s) {
+			t.Errorf("%q rejected", s)
+		}
+	}
+	for _, s := range bad {
+		if ValidName(s) {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
+
+func TestParseTags(t *testing.T) {
+	v, g, m, sh, ok := ParseTags([]string{"model=m1", "variant=a", "generation=12", "other"})
+	if !ok || v != "a" || g != 12 || m != "m1" || sh {
+		t.Errorf("got %q %d %q %v %v", v, g, m, sh, ok)
+	}
+	if _, _, _, sh, ok := ParseTags([]string{"variant=s", "generation=1", "shadow=true"}); !ok || !sh {
+		t.Error("shadow tag not read")
+	}
+	for _, tags := range [][]string{{"variant=a"}, {"generation=1"}, {"variant=a", "generation=x"}, {"variant=a", "generation=0"}, {"variant=_", "generation=1"}} {
+		if _, _, _, _, ok := ParseTags(tags); ok {
+			t.Errorf("%v accepted", tags)
+		}
+	}
+}
