@@ -142,6 +142,7 @@ func TestSlice(t *testing.T) {
 	t.Logf("RESULT slice: latency through the router: p50 %v, p99 %v", p50, p99)
 	t.Logf("RESULT slice: register → first successful invocation: %v", timeToServe.Round(10*time.Millisecond))
 
+	checkScalingSeries(t, routerAddr, counts)
 	checkCredentialIsolation(t, nomad.Client, nomad.DataDir, jobID)
 	checkSignedDownloads(t, store)
 
@@ -643,4 +644,40 @@ func checkSignedDownloads(t *testing.T, store *s3test.Server) {
 			t.Errorf("no signed download of the %s artifact succeeded; requests: %+v", v, store.Requests())
 		}
 	}
+}
+
+// checkScalingSeries: the router exports exactly the series, with the
+// labels, that each variant's compiled autoscaling query selects.
+func checkScalingSeries(t *testing.T, routerAddr string, counts map[string]int) {
+	t.Helper()
+	resp, err := http.Get("http://" + routerAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, v := range []string{"v1", "v2"} {
+		labels := fmt.Sprintf(`{endpoint=%q,generation="1",variant=%q}`, endpointName, v)
+		// Invocations also count the probes sent while waiting for the
+		// first answer, so at least the loop's own count.
+		if n, ok := metricValue(b, policies.MetricInvocations+labels); !ok || n < float64(counts[v]) {
+			t.Errorf("router /metrics: %s%s = %v (present %v), want ≥ %d", policies.MetricInvocations, labels, n, ok, counts[v])
+		}
+		if n, ok := metricValue(b, policies.MetricHealthyInstances+labels); !ok || n != 1 {
+			t.Errorf("router /metrics: %s%s = %v (present %v), want 1", policies.MetricHealthyInstances, labels, n, ok)
+		}
+	}
+}
+
+// metricValue finds one series in Prometheus text output.
+func metricValue(text []byte, series string) (float64, bool) {
+	for _, line := range strings.Split(string(text), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v, true
+			}
+		}
+	}
+	return 0, false
 }

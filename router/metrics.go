@@ -1,6 +1,7 @@
 package router
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -11,7 +12,10 @@ import (
 // (Invocations, Invocation4XXErrors, ModelLatency, OverheadLatency), in
 // Prometheus spelling. Endpoint and variant labels are taken from the routing
 // table, never from request input, so a client cannot grow the series count.
-// Errors that happen before a variant is chosen carry variant="".
+// Errors that happen before a variant is chosen carry variant="" and
+// generation="". The generation label keeps blue and green apart while a
+// deployment shifts traffic, and is what each generation's autoscaling
+// policy selects on (docs/contracts.md).
 type metrics struct {
 	invocations  *prometheus.CounterVec
 	errors4xx    *prometheus.CounterVec
@@ -43,11 +47,11 @@ type metrics struct {
 	discoveryLastSync prometheus.Gauge
 
 	mu       sync.Mutex
-	variants map[[2]string]*variantMetrics
-	shadows  map[[2]string]*shadowMetrics
+	variants map[[3]string]*variantMetrics
+	shadows  map[[3]string]*shadowMetrics
 }
 
-// variantMetrics holds the children of one (endpoint, variant) so the hot
+// variantMetrics holds the children of one (endpoint, variant, generation) so the hot
 // path touches no label map.
 type variantMetrics struct {
 	invocations  prometheus.Counter
@@ -76,7 +80,7 @@ var latencyBuckets = []float64{
 }
 
 func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
-	ev := []string{"endpoint", "variant"}
+	ev := []string{"endpoint", "variant", "generation"}
 	m := &metrics{
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "serai_router_invocations_total", Help: "InvokeEndpoint requests routed to a variant.",
@@ -138,8 +142,8 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 		discoveryLastSync: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "serai_router_discovery_last_sync_timestamp_seconds", Help: "Unix time discovery last reported a successful sync.",
 		}),
-		variants: map[[2]string]*variantMetrics{},
-		shadows:  map[[2]string]*shadowMetrics{},
+		variants: map[[3]string]*variantMetrics{},
+		shadows:  map[[3]string]*shadowMetrics{},
 	}
 	staleGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "serai_router_discovery_staleness_seconds",
@@ -164,13 +168,13 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 func (m *metrics) endpointLevel(endpoint string) *variantMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := [2]string{endpoint, ""}
+	k := [3]string{endpoint, "", ""}
 	if v, ok := m.variants[k]; ok {
 		return v
 	}
 	v := &variantMetrics{
-		errors4xx: m.errors4xx.WithLabelValues(endpoint, ""),
-		errors5xx: m.errors5xx.WithLabelValues(endpoint, ""),
+		errors4xx: m.errors4xx.WithLabelValues(k[:]...),
+		errors5xx: m.errors5xx.WithLabelValues(k[:]...),
 	}
 	m.variants[k] = v
 	return v
@@ -178,58 +182,58 @@ func (m *metrics) endpointLevel(endpoint string) *variantMetrics {
 
 // shadowInstances holds the instance gauges of a shadow variant, whose
 // traffic is counted by the shadow_* metrics instead.
-func (m *metrics) shadowInstances(endpoint, variant string) *variantMetrics {
+func (m *metrics) shadowInstances(endpoint, variant string, generation int) *variantMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := [2]string{endpoint, variant}
+	k := seriesKey(endpoint, variant, generation)
 	if v, ok := m.variants[k]; ok {
 		return v
 	}
 	v := &variantMetrics{
-		healthy:   m.healthy.WithLabelValues(endpoint, variant),
-		ejected:   m.ejected.WithLabelValues(endpoint, variant),
-		ejections: m.ejections.WithLabelValues(endpoint, variant),
+		healthy:   m.healthy.WithLabelValues(k[:]...),
+		ejected:   m.ejected.WithLabelValues(k[:]...),
+		ejections: m.ejections.WithLabelValues(k[:]...),
 	}
 	m.variants[k] = v
 	return v
 }
 
-func (m *metrics) variant(endpoint, variant string) *variantMetrics {
+func (m *metrics) variant(endpoint, variant string, generation int) *variantMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := [2]string{endpoint, variant}
+	k := seriesKey(endpoint, variant, generation)
 	// A partial entry (a former shadow variant) is replaced by a full one.
 	if v, ok := m.variants[k]; ok && v.invocations != nil {
 		return v
 	}
 	v := &variantMetrics{
-		invocations:  m.invocations.WithLabelValues(endpoint, variant),
-		errors4xx:    m.errors4xx.WithLabelValues(endpoint, variant),
-		errors5xx:    m.errors5xx.WithLabelValues(endpoint, variant),
-		modelLatency: m.modelLatency.WithLabelValues(endpoint, variant),
-		overhead:     m.overhead.WithLabelValues(endpoint, variant),
-		inFlight:     m.inFlight.WithLabelValues(endpoint, variant),
-		healthy:      m.healthy.WithLabelValues(endpoint, variant),
-		ejected:      m.ejected.WithLabelValues(endpoint, variant),
-		ejections:    m.ejections.WithLabelValues(endpoint, variant),
-		retries:      m.retries.WithLabelValues(endpoint, variant),
+		invocations:  m.invocations.WithLabelValues(k[:]...),
+		errors4xx:    m.errors4xx.WithLabelValues(k[:]...),
+		errors5xx:    m.errors5xx.WithLabelValues(k[:]...),
+		modelLatency: m.modelLatency.WithLabelValues(k[:]...),
+		overhead:     m.overhead.WithLabelValues(k[:]...),
+		inFlight:     m.inFlight.WithLabelValues(k[:]...),
+		healthy:      m.healthy.WithLabelValues(k[:]...),
+		ejected:      m.ejected.WithLabelValues(k[:]...),
+		ejections:    m.ejections.WithLabelValues(k[:]...),
+		retries:      m.retries.WithLabelValues(k[:]...),
 	}
 	m.variants[k] = v
 	return v
 }
 
-func (m *metrics) shadow(endpoint, variant string) *shadowMetrics {
+func (m *metrics) shadow(endpoint, variant string, generation int) *shadowMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := [2]string{endpoint, variant}
+	k := seriesKey(endpoint, variant, generation)
 	if v, ok := m.shadows[k]; ok {
 		return v
 	}
 	v := &shadowMetrics{
-		invocations: m.shadowInvocations.WithLabelValues(endpoint, variant),
-		errors:      m.shadowErrors.WithLabelValues(endpoint, variant),
-		latency:     m.shadowLatency.WithLabelValues(endpoint, variant),
-		dropped:     m.shadowDropped.WithLabelValues(endpoint, variant),
+		invocations: m.shadowInvocations.WithLabelValues(k[:]...),
+		errors:      m.shadowErrors.WithLabelValues(k[:]...),
+		latency:     m.shadowLatency.WithLabelValues(k[:]...),
+		dropped:     m.shadowDropped.WithLabelValues(k[:]...),
 	}
 	m.shadows[k] = v
 	return v
@@ -238,33 +242,42 @@ func (m *metrics) shadow(endpoint, variant string) *shadowMetrics {
 // forget deletes the series of variants no longer in any routing table, so
 // removed variants do not linger in /metrics forever. keep lists the
 // (endpoint, variant) pairs still in use for endpoint.
-func (m *metrics) forget(endpoint string, keep map[string]bool, keepShadow map[string]bool) {
+func (m *metrics) forget(endpoint string, keep map[[3]string]bool, keepShadow map[[3]string]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k := range m.variants {
-		if k[0] != endpoint || keep[k[1]] {
+		if k[0] != endpoint || keep[k] {
 			continue
 		}
 		delete(m.variants, k)
 		for _, v := range []*prometheus.CounterVec{m.invocations, m.errors4xx, m.errors5xx, m.ejections, m.retries} {
-			v.DeleteLabelValues(k[0], k[1])
+			v.DeleteLabelValues(k[:]...)
 		}
-		m.modelLatency.DeleteLabelValues(k[0], k[1])
-		m.overhead.DeleteLabelValues(k[0], k[1])
-		m.inFlight.DeleteLabelValues(k[0], k[1])
-		m.healthy.DeleteLabelValues(k[0], k[1])
-		m.ejected.DeleteLabelValues(k[0], k[1])
+		m.modelLatency.DeleteLabelValues(k[:]...)
+		m.overhead.DeleteLabelValues(k[:]...)
+		m.inFlight.DeleteLabelValues(k[:]...)
+		m.healthy.DeleteLabelValues(k[:]...)
+		m.ejected.DeleteLabelValues(k[:]...)
 	}
 	for k := range m.shadows {
-		if k[0] != endpoint || keepShadow[k[1]] {
+		if k[0] != endpoint || keepShadow[k] {
 			continue
 		}
 		delete(m.shadows, k)
-		m.shadowInvocations.DeleteLabelValues(k[0], k[1])
-		m.shadowErrors.DeleteLabelValues(k[0], k[1])
-		m.shadowLatency.DeleteLabelValues(k[0], k[1])
-		m.shadowDropped.DeleteLabelValues(k[0], k[1])
+		m.shadowInvocations.DeleteLabelValues(k[:]...)
+		m.shadowErrors.DeleteLabelValues(k[:]...)
+		m.shadowLatency.DeleteLabelValues(k[:]...)
+		m.shadowDropped.DeleteLabelValues(k[:]...)
 	}
+}
+
+// seriesKey is the label values of one variant's series; requests refused
+// before a variant is chosen have neither variant nor generation.
+func seriesKey(endpoint, variant string, generation int) [3]string {
+	if variant == "" {
+		return [3]string{endpoint, "", ""}
+	}
+	return [3]string{endpoint, variant, strconv.Itoa(generation)}
 }
 
 func (m *metrics) tableUpdated(now time.Time) {

@@ -202,13 +202,13 @@ func TestMetricsExposeVariantSeries(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		`serai_router_invocations_total{endpoint="demo",variant="a"} 1`,
-		`serai_router_invocations_total{endpoint="demo",variant="b"} 1`,
-		`serai_router_invocation_4xx_errors_total{endpoint="demo",variant="b"} 1`,
-		`serai_router_model_latency_seconds_count{endpoint="demo",variant="a"} 1`,
-		`serai_router_overhead_latency_seconds_count{endpoint="demo",variant="a"} 1`,
-		`serai_router_in_flight_requests{endpoint="demo",variant="a"} 0`,
-		`serai_router_healthy_instances{endpoint="demo",variant="a"} 1`,
+		`serai_router_invocations_total{endpoint="demo",generation="1",variant="a"} 1`,
+		`serai_router_invocations_total{endpoint="demo",generation="1",variant="b"} 1`,
+		`serai_router_invocation_4xx_errors_total{endpoint="demo",generation="1",variant="b"} 1`,
+		`serai_router_model_latency_seconds_count{endpoint="demo",generation="1",variant="a"} 1`,
+		`serai_router_overhead_latency_seconds_count{endpoint="demo",generation="1",variant="a"} 1`,
+		`serai_router_in_flight_requests{endpoint="demo",generation="1",variant="a"} 0`,
+		`serai_router_healthy_instances{endpoint="demo",generation="1",variant="a"} 1`,
 		`serai_router_rejected_requests_total{reason="unknown_endpoint"} 1`,
 		`serai_router_discovery_up 1`,
 		`serai_router_discovery_staleness_seconds 0`,

@@ -206,10 +206,11 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 		sort.Slice(l, func(i, j int) bool { return l[i].key < l[j].key })
 	}
 
-	healthy := map[string]int{}
-	ejected := map[string]int{}
-	keep := map[string]bool{"": true}
-	keepShadow := map[string]bool{}
+	// Instance counts and live series, per (endpoint, variant, generation).
+	healthy := map[[3]string]int{}
+	ejected := map[[3]string]int{}
+	keep := map[[3]string]bool{seriesKey(name, "", 0): true}
+	keepShadow := map[[3]string]bool{}
 
 	var gsum float64
 	for _, g := range routes.Generations {
@@ -232,22 +233,23 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 			genShare = g.Weight / gsum
 		}
 		for _, v := range g.Variants {
-			keep[v.Name] = true
+			sk := seriesKey(name, v.Name, g.Generation)
+			keep[sk] = true
 			s := &slot{
 				variant:    v.Name,
 				generation: g.Generation,
 				header:     []string{v.Name},
-				vm:         rt.m.variant(name, v.Name),
+				vm:         rt.m.variant(name, v.Name, g.Generation),
 			}
 			if vsum > 0 {
 				s.weight = genShare * v.Weight / vsum
 			}
 			insts := byGV[gv{g.Generation, v.Name, false}]
-			healthy[v.Name] += len(insts)
+			healthy[sk] += len(insts)
 			var up []*instance
 			for _, in := range insts {
 				if in.ejected.Load() {
-					ejected[v.Name]++
+					ejected[sk]++
 				} else {
 					up = append(up, in)
 				}
@@ -303,13 +305,14 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 	}
 
 	for _, sh := range routes.Shadow {
-		keepShadow[sh.Variant] = true
-		keep[sh.Variant] = true
+		sk := seriesKey(name, sh.Variant, sh.Generation)
+		keepShadow[sk] = true
+		keep[sk] = true
 		ss := &shadowSlot{
 			variant:    sh.Variant,
 			generation: sh.Generation,
-			sm:         rt.m.shadow(name, sh.Variant),
-			vm:         rt.m.shadowInstances(name, sh.Variant),
+			sm:         rt.m.shadow(name, sh.Variant, sh.Generation),
+			vm:         rt.m.shadowInstances(name, sh.Variant, sh.Generation),
 		}
 		if sh.SamplingPercent >= 100 {
 			ss.always = true
@@ -317,10 +320,10 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 			ss.threshold = uint64(sh.SamplingPercent / 100 * math.MaxUint64)
 		}
 		insts := byGV[gv{sh.Generation, sh.Variant, true}]
-		healthy[sh.Variant] += len(insts)
+		healthy[sk] += len(insts)
 		for _, in := range insts {
 			if in.ejected.Load() {
-				ejected[sh.Variant]++
+				ejected[sk]++
 			} else {
 				ss.insts = append(ss.insts, in)
 			}
@@ -331,18 +334,19 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 		e.shadows = append(e.shadows, ss)
 	}
 
-	for v := range keep {
-		if v == "" {
+	for k := range keep {
+		if k[1] == "" {
 			continue
 		}
+		gen, _ := strconv.Atoi(k[2])
 		var vm *variantMetrics
-		if keepShadow[v] {
-			vm = rt.m.shadowInstances(name, v)
+		if keepShadow[k] {
+			vm = rt.m.shadowInstances(name, k[1], gen)
 		} else {
-			vm = rt.m.variant(name, v)
+			vm = rt.m.variant(name, k[1], gen)
 		}
-		vm.healthy.Set(float64(healthy[v]))
-		vm.ejected.Set(float64(ejected[v]))
+		vm.healthy.Set(float64(healthy[k]))
+		vm.ejected.Set(float64(ejected[k]))
 	}
 	rt.m.forget(name, keep, keepShadow)
 	return e
