@@ -337,6 +337,14 @@ func (v *validator) variant(c *EndpointConfig, vr *Variant) {
 func (v *validator) endpoint(e *Endpoint) {
 	what := fmt.Sprintf("endpoint %q", e.Name)
 	v.name("endpoint", e.Name, e.DefRange)
+	if strings.EqualFold(e.Name, "router") {
+		v.diags = append(v.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Reserved endpoint name",
+			Detail:   fmt.Sprintf("%s: its instances would register as Consul service \"serai-router\", the name serai's routers register under, and clients would mistake them for routers. Choose another name.", what),
+			Subject:  e.DefRange.Ptr(),
+		})
+	}
 	if _, ok := v.spec.EndpointConfigs[e.Config]; !ok {
 		v.errf(e.Body, "config", e.DefRange, "Unknown config", "%s: endpoint_config %q is not declared in the given spec files.", what, e.Config)
 	}

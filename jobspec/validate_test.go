@@ -133,6 +133,8 @@ func TestValidationRules(t *testing.T) {
 			"Invalid weight", "sampling_percent", 22, 14},
 		{"capture mode", baseStore + baseModel + cfg(oneVariant+"\n  data_capture {\n    destination = \"file:///tmp/cap\"\n    capture = [\"headers\"]\n  }"),
 			"Invalid capture", `"headers"`, 21, 15},
+		{"reserved endpoint name", baseStore + baseModel + strings.Replace(cfg(oneVariant), `endpoint "e"`, `endpoint "router"`, 1),
+			"Reserved endpoint name", "serai-router", 20, 1},
 		{"store endpoint", strings.Replace(baseStore, "http://127.0.0.1:9000", "127.0.0.1:9000", 1) + baseModel + cfg(oneVariant),
 			"Invalid endpoint", "http:// or https://", 3, 16},
 	}
