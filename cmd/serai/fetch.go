@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/seraihq/serai/artifact"
 	"github.com/urfave/cli/v2"
 )
@@ -28,7 +27,7 @@ https:// or file://), checks its sha256 when one is pinned, and unpacks a
 or not at all. A non-archive artifact is placed in --model-dir under its own
 name. Store credentials come only from AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, which Nomad renders from Vault.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model-name", EnvVars: []string{"SERAI_MODEL_NAME"}, Usage: "model name, for logs"},
 			&cli.StringFlag{Name: "url", EnvVars: []string{"SERAI_MODEL_URL"}, Usage: "artifact `URL`: s3://bucket/key, https://… or file:///…"},
 			&cli.StringFlag{Name: "sha256", EnvVars: []string{"SERAI_MODEL_SHA256"}, Usage: "expected sha256 (hex) of the artifact as downloaded; empty skips the check"},
@@ -44,9 +43,7 @@ AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, which Nomad renders from Vault.`,
 			&cli.DurationFlag{Name: "stall-timeout", EnvVars: []string{"SERAI_STALL_TIMEOUT"}, Value: artifact.DefaultRetryPolicy().StallTimeout, Usage: "retry a connection that delivers nothing for this long"},
 			&cli.IntFlag{Name: "max-attempts", EnvVars: []string{"SERAI_MAX_ATTEMPTS"}, Value: artifact.DefaultRetryPolicy().MaxAttempts, Usage: "give up after this many attempts in a row that receive nothing"},
 			&cli.DurationFlag{Name: "progress-interval", EnvVars: []string{"SERAI_PROGRESS_INTERVAL"}, Value: artifact.DefaultProgressInterval, Usage: "log bytes and rate this often while downloading"},
-			&cli.StringFlag{Name: "log-level", EnvVars: []string{"SERAI_LOG_LEVEL"}, Value: "info", Usage: "trace, debug, info, warn or error"},
-			&cli.BoolFlag{Name: "log-json", EnvVars: []string{"SERAI_LOG_JSON"}, Usage: "log JSON lines"},
-		},
+		}, logFlags("trace, debug, info, warn or error", true)...),
 		Action: fetchModel,
 	}
 }
@@ -80,16 +77,10 @@ func fetchModel(c *cli.Context) error {
 	if c.Duration("timeout") <= 0 {
 		return usage("--timeout (SERAI_DOWNLOAD_TIMEOUT) must be positive")
 	}
-	level := hclog.LevelFromString(c.String("log-level"))
-	if level == hclog.NoLevel {
-		return usage("--log-level %q is not one of trace, debug, info, warn, error", c.String("log-level"))
+	log, err := newLogger(c, "fetch-model")
+	if err != nil {
+		return err
 	}
-	log := hclog.New(&hclog.LoggerOptions{
-		Name:       "fetch-model",
-		Level:      level,
-		Output:     c.App.ErrWriter,
-		JSONFormat: c.Bool("log-json"),
-	})
 	retry := artifact.DefaultRetryPolicy()
 	retry.StallTimeout = c.Duration("stall-timeout")
 	retry.MaxAttempts = c.Int("max-attempts")

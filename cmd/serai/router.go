@@ -8,7 +8,6 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
-	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
 	"github.com/seraihq/serai/router"
@@ -22,7 +21,7 @@ func routerCommand() *cli.Command {
 		Usage: "run the invoke router (data plane)",
 		Description: "Serves the SageMaker runtime API (POST /endpoints/<name>/invocations), /ping and /metrics,\n" +
 			"routing to the model instances Consul reports healthy, weighted by the tables in Consul KV serai/routes/.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8081", Usage: "address to listen on (use 0.0.0.0:8081 to serve other hosts)"},
 			&cli.StringFlag{Name: "consul-addr", EnvVars: []string{"CONSUL_HTTP_ADDR"}, Value: "127.0.0.1:8500", Usage: "Consul HTTP API address"},
 			&cli.DurationFlag{Name: "timeout", Value: router.DefaultTimeout, Usage: "model timeout for endpoints whose routing table sets none"},
@@ -30,11 +29,9 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key"},
 			&cli.BoolFlag{Name: "register", Value: true, Usage: "register in Consul as service serai-router with a /ping check"},
 			&cli.StringFlag{Name: "advertise-addr", Usage: "host:port clients should use (default: the listen address)"},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error (debug logs one line per request)"},
-			&cli.BoolFlag{Name: "log-json", Usage: "log as JSON"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long in-flight requests may take to finish on SIGTERM"},
 			&cli.Int64Flag{Name: "max-in-flight", Value: 10000, Usage: "concurrent invocations before answering 503"},
-		},
+		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
 	}
 }
@@ -43,22 +40,16 @@ func runRouter(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return cli.Exit("serai router: takes no arguments", exitUsage)
 	}
-	level := hclog.LevelFromString(c.String("log-level"))
-	if level == hclog.NoLevel {
-		return cli.Exit(fmt.Sprintf("serai router: unknown --log-level %q", c.String("log-level")), exitUsage)
-	}
 	if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
 		return cli.Exit("serai router: --tls-cert and --tls-key go together", exitUsage)
 	}
 	if c.Duration("timeout") <= 0 || c.Duration("timeout") > router.MaxTimeout {
 		return cli.Exit(fmt.Sprintf("serai router: --timeout must be in (0, %s]", router.MaxTimeout), exitUsage)
 	}
-	log := hclog.New(&hclog.LoggerOptions{
-		Name:       "serai-router",
-		Level:      level,
-		Output:     c.App.ErrWriter,
-		JSONFormat: c.Bool("log-json"),
-	})
+	log, err := newLogger(c, "serai-router")
+	if err != nil {
+		return err
+	}
 
 	consulCfg := consulapi.DefaultConfig()
 	consulCfg.Address = c.String("consul-addr")
