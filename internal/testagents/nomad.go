@@ -78,7 +78,7 @@ func StartNomad(t testing.TB, opts NomadOptions) *Nomad {
 	}
 	bin, _, ok := lookBinary("nomad")
 	if !ok {
-		t.Skip("nomad not on PATH: the Go module proxy does not serve Nomad; build it from github.com/hashicorp/nomad (nomad/structs/generate.sh, then go build -tags hashicorpmetrics) into ~/.cache/serai/bin")
+		t.Skip("nomad not on PATH: the Go module proxy does not serve Nomad; build it from its public repository and put it in ~/.cache/serai/bin (README: Agents for the integration suites)")
 	}
 	ports, err := freePorts(3)
 	if err != nil {
