@@ -11,10 +11,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/seraihq/serai/internal/instancetypes"
+	"github.com/seraihq/serai/internal/names"
 )
-
-// nameRE is SageMaker's resource name pattern.
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$`)
 
 var (
 	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -33,7 +31,7 @@ var reservedEnv = map[string]string{
 }
 
 // ValidName reports whether s is a valid SageMaker-style name.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+func ValidName(s string) bool { return names.Valid(s) }
 
 type validator struct {
 	spec  *Spec

@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/seraihq/serai/internal/names"
 )
 
 // Vault names shared with the compiler and the fetch task (docs/contracts.md).
@@ -35,11 +37,6 @@ const (
 	// giving it any fixed long lifetime.
 	TokenPeriod = "30m"
 )
-
-// namePattern is SageMaker's name rule, which serai applies to models and
-// endpoints; names go into Vault paths and policy text, so they are checked
-// again here rather than trusted.
-var namePattern = regexp.MustCompile(`^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$`)
 
 // segmentPattern is what a Vault mount or path segment may hold here. It
 // excludes the policy glob characters "*" and "+": a store path containing
@@ -120,7 +117,7 @@ func checkPath(field, p string) error {
 }
 
 func checkName(kind, name string) error {
-	if !namePattern.MatchString(name) {
+	if !names.Valid(name) {
 		return fmt.Errorf("%s name %q is not valid (letters, digits and '-', at most 63, starting and ending with a letter or digit)", kind, name)
 	}
 	return nil

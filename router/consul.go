@@ -13,6 +13,8 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/seraihq/serai/internal/names"
 )
 
 // ConsulConfig configures ConsulDiscovery.
@@ -105,7 +107,7 @@ func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
 			if name == "" || strings.Contains(name, "/") {
 				continue
 			}
-			if !ValidName(name) {
+			if !names.Valid(name) {
 				reject(p.Key, p.ModifyIndex, "ignoring routing table under an invalid endpoint name")
 				continue
 			}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/seraihq/serai/internal/names"
 )
 
 // Canonical header keys, looked up in the request's header map directly so
@@ -75,7 +77,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 			return
 		}
 		rt.m.rejUnknownEndpoint.Inc()
-		if !ValidName(name) {
+		if !names.Valid(name) {
 			writeError(w, http.StatusBadRequest, CodeValidation,
 				"1 validation error detected: Value "+strconv.Quote(truncString(name, 256))+" at 'endpointName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 			return

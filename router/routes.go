@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/seraihq/serai/internal/names"
 )
 
 // The routing table of one endpoint lives in Consul KV at
@@ -75,27 +77,6 @@ const MaxTimeout = time.Hour
 
 // DefaultTimeout is SageMaker's real-time invocation timeout.
 const DefaultTimeout = 60 * time.Second
-
-// ValidName reports whether s matches SageMaker's endpoint and variant name
-// pattern ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$: alphanumerics and hyphens,
-// starting and ending with an alphanumeric, at most 63 alphanumerics.
-func ValidName(s string) bool {
-	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	alnum := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-			alnum++
-		case c == '-':
-		default:
-			return false
-		}
-	}
-	return alnum <= 63
-}
 
 // RoutesKey is the Consul KV key of endpoint's routing table.
 func RoutesKey(endpoint string) string { return RoutesKeyPrefix + endpoint }
@@ -168,7 +149,7 @@ func (r *Routes) Validate() error {
 	if r.Version != RoutesVersion {
 		bad("version %d is not supported (want %d)", r.Version, RoutesVersion)
 	}
-	if !ValidName(r.Endpoint) {
+	if !names.Valid(r.Endpoint) {
 		bad("endpoint %q is not a valid name", r.Endpoint)
 	}
 	if len(r.Generations) == 0 {
@@ -179,7 +160,7 @@ func (r *Routes) Validate() error {
 		variant string
 	}
 	production := map[gv]bool{}
-	names := map[string]bool{}
+	all := map[string]bool{}
 	gens := map[int]bool{}
 	for i, g := range r.Generations {
 		if g.Generation <= 0 {
@@ -197,14 +178,14 @@ func (r *Routes) Validate() error {
 		}
 		seen := map[string]bool{}
 		for j, v := range g.Variants {
-			if !ValidName(v.Name) {
+			if !names.Valid(v.Name) {
 				bad("generations[%d].variants[%d]: %q is not a valid variant name", i, j, v.Name)
 			}
 			if seen[v.Name] {
 				bad("generations[%d].variants[%d]: variant %q listed twice", i, j, v.Name)
 			}
 			seen[v.Name] = true
-			names[v.Name] = true
+			all[v.Name] = true
 			production[gv{g.Generation, v.Name}] = true
 			if !validWeight(v.Weight) {
 				bad("generations[%d].variants[%d]: weight must be a finite number >= 0", i, j)
@@ -213,13 +194,13 @@ func (r *Routes) Validate() error {
 	}
 	shadows := map[gv]bool{}
 	for i, s := range r.Shadow {
-		if !ValidName(s.Variant) {
+		if !names.Valid(s.Variant) {
 			bad("shadow[%d]: %q is not a valid variant name", i, s.Variant)
 		}
 		if s.Generation <= 0 {
 			bad("shadow[%d]: generation must be a positive integer", i)
 		}
-		if names[s.Variant] {
+		if all[s.Variant] {
 			bad("shadow[%d]: %q is also a production variant", i, s.Variant)
 		}
 		if shadows[gv{s.Generation, s.Variant}] {
@@ -348,5 +329,5 @@ func ParseTags(tags []string) (variant string, generation int, model string, sha
 			shadow = true
 		}
 	}
-	return variant, generation, model, shadow, ValidName(variant) && generation > 0
+	return variant, generation, model, shadow, names.Valid(variant) && generation > 0
 }
