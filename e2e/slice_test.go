@@ -125,7 +125,11 @@ func TestSlice(t *testing.T) {
 	url := "http://" + routerAddr + "/endpoints/" + endpointName + "/invocations"
 	start := time.Now()
 	jobID := register(t, ctx, nomad.Client, doc.Job)
-	firstOK := waitInvocation(t, ctx, url, http.StatusOK, 120*time.Second)
+	firstOK, last := tryInvocation(ctx, url, http.StatusOK, 120*time.Second)
+	if firstOK.IsZero() {
+		dumpAllocs(t, nomad.Client, jobID)
+		t.Fatalf("router never answered 200 within 2m; last answer: %s", last)
+	}
 	timeToServe := firstOK.Sub(start)
 	waitDeployment(t, ctx, nomad.Client, jobID)
 	waitHealthy(t, ctx, consul.Client, 2)
@@ -403,6 +407,16 @@ func waitHealthy(t *testing.T, ctx context.Context, c *consulapi.Client, want in
 // when it first did.
 func waitInvocation(t *testing.T, ctx context.Context, url string, status int, limit time.Duration) time.Time {
 	t.Helper()
+	when, last := tryInvocation(ctx, url, status, limit)
+	if when.IsZero() {
+		t.Fatalf("router never answered %d within %v; last answer: %s", status, limit, last)
+	}
+	return when
+}
+
+// tryInvocation invokes until the router answers with status; it returns
+// the time it first did (zero if it never did) and the last answer seen.
+func tryInvocation(ctx context.Context, url string, status int, limit time.Duration) (time.Time, string) {
 	deadline := time.Now().Add(limit)
 	client := &http.Client{Timeout: 5 * time.Second}
 	last := ""
@@ -412,7 +426,7 @@ func waitInvocation(t *testing.T, ctx context.Context, url string, status int, l
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == status {
-				return time.Now()
+				return time.Now(), ""
 			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
 		} else {
@@ -420,8 +434,7 @@ func waitInvocation(t *testing.T, ctx context.Context, url string, status int, l
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("router never answered %d within %v; last answer: %s", status, limit, last)
-	return time.Time{}
+	return time.Time{}, last
 }
 
 // invokeMany sends n invocations from 8 concurrent clients, checks every

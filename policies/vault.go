@@ -131,13 +131,13 @@ func PolicyName(model string) string { return ModelPolicyPrefix + model }
 func RoleName(model string) string { return ModelPolicyPrefix + model }
 
 // JobIDPattern matches every deployment generation's Nomad job of an
-// endpoint (serai-<endpoint>-g<generation>).
+// endpoint (serai-<endpoint>.g<generation>; scheduler.JobID says why the dot).
 //
 // Vault globs have only "*", so the pattern for endpoint "churn" also
 // matches the jobs of an endpoint named "churn-gold". serai itself never
 // crosses them (the compiler picks each task's role), but a person allowed
 // to submit Nomad jobs in serai's namespace could; docs/security.md says so.
-func JobIDPattern(endpoint string) string { return "serai-" + endpoint + "-g*" }
+func JobIDPattern(endpoint string) string { return "serai-" + endpoint + ".g*" }
 
 // ModelPolicy is the policy text for a model: read on exactly its store's
 // credential path, nothing else.

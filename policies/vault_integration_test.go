@@ -166,7 +166,7 @@ func TestVaultPoliciesAgainstRealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.HasRole || !slices.Equal(got.JobIDs, []string{"serai-ep-b-g*", "serai-ep-shared-g*"}) ||
+	if !got.HasRole || !slices.Equal(got.JobIDs, []string{"serai-ep-b.g*", "serai-ep-shared.g*"}) ||
 		!slices.Equal(got.Tasks, []string{"fetch-model"}) || !slices.Equal(got.TokenPolicies, []string{"serai-model-model-b"}) ||
 		!slices.Equal(got.Audiences, []string{"vault.io"}) || !strings.Contains(got.Policy, `path "secret/data/serai/stores/store-b"`) {
 		t.Errorf("model-b read back as %+v", got)
@@ -176,7 +176,7 @@ func TestVaultPoliciesAgainstRealServer(t *testing.T) {
 	}
 
 	// A fetch task of endpoint ep-a, generation 3, logs in as model-a.
-	tokA, err := login(ctx, v, "serai-model-model-a", nomad.identity(t, "serai-ep-a-g3", "fetch-model", nil))
+	tokA, err := login(ctx, v, "serai-model-model-a", nomad.identity(t, "serai-ep-a.g3", "fetch-model", nil))
 	if err != nil {
 		t.Fatalf("model-a login: %v", err)
 	}
@@ -194,7 +194,7 @@ func TestVaultPoliciesAgainstRealServer(t *testing.T) {
 	if _, err := tokA.Logical().WriteWithContext(ctx, "secret/data/serai/stores/store-a", map[string]any{"data": map[string]any{"x": "y"}}); status(err) != http.StatusForbidden {
 		t.Errorf("model-a token writing its store keys: err = %v, want 403", err)
 	}
-	tokB, err := login(ctx, v, "serai-model-model-b", nomad.identity(t, "serai-ep-shared-g1", "fetch-model", nil))
+	tokB, err := login(ctx, v, "serai-model-model-b", nomad.identity(t, "serai-ep-shared.g1", "fetch-model", nil))
 	if err != nil {
 		t.Fatalf("model-b login: %v", err)
 	}
@@ -204,11 +204,12 @@ func TestVaultPoliciesAgainstRealServer(t *testing.T) {
 
 	// The roles admit only their endpoints' fetch task with the right audience.
 	for name, jwt := range map[string]string{
-		"another endpoint's job": nomad.identity(t, "serai-ep-b-g1", "fetch-model", nil),
-		"the model task":         nomad.identity(t, "serai-ep-a-g1", "model", nil),
-		"a job outside serai":    nomad.identity(t, "ep-a-g1", "fetch-model", nil),
-		"wrong audience":         nomad.identity(t, "serai-ep-a-g1", "fetch-model", func(c map[string]any) { c["aud"] = []string{"consul.io"} }),
-		"expired":                nomad.identity(t, "serai-ep-a-g1", "fetch-model", func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }),
+		"another endpoint's job": nomad.identity(t, "serai-ep-b.g1", "fetch-model", nil),
+		"the model task":         nomad.identity(t, "serai-ep-a.g1", "model", nil),
+		"a job outside serai":    nomad.identity(t, "ep-a.g1", "fetch-model", nil),
+		"a look-alike endpoint":  nomad.identity(t, "serai-ep-a-gold.g1", "fetch-model", nil),
+		"wrong audience":         nomad.identity(t, "serai-ep-a.g1", "fetch-model", func(c map[string]any) { c["aud"] = []string{"consul.io"} }),
+		"expired":                nomad.identity(t, "serai-ep-a.g1", "fetch-model", func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }),
 	} {
 		_, err := login(ctx, v, "serai-model-model-a", jwt)
 		if err == nil {
@@ -225,7 +226,7 @@ func TestVaultPoliciesAgainstRealServer(t *testing.T) {
 	if err := w.EnsureModel(ctx, "model-b", policies.KVStore("store-b"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := login(ctx, v, "serai-model-model-b", nomad.identity(t, "serai-ep-b-g1", "fetch-model", nil)); err == nil {
+	if _, err := login(ctx, v, "serai-model-model-b", nomad.identity(t, "serai-ep-b.g1", "fetch-model", nil)); err == nil {
 		t.Error("login as model-b still works after its last endpoint went")
 	}
 
@@ -241,7 +242,7 @@ func TestVaultPoliciesAgainstRealServer(t *testing.T) {
 	if _, err := tokA.KVv2("secret").Get(ctx, "serai/stores/store-a"); status(err) != http.StatusForbidden {
 		t.Errorf("model-a's old token after removal: err = %v, want 403", err)
 	}
-	if _, err := login(ctx, v, "serai-model-model-a", nomad.identity(t, "serai-ep-a-g3", "fetch-model", nil)); err == nil {
+	if _, err := login(ctx, v, "serai-model-model-a", nomad.identity(t, "serai-ep-a.g3", "fetch-model", nil)); err == nil {
 		t.Error("login as model-a works after RemoveModel")
 	}
 	if err := w.RemoveModel(ctx, "model-a"); err != nil {

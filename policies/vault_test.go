@@ -130,7 +130,7 @@ func TestModelRoleBindsJobsTaskAndPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	claims := r["bound_claims"].(map[string]any)
-	if got := claims["nomad_job_id"].([]string); !slices.Equal(got, []string{"serai-batch-g*", "serai-web-g*"}) {
+	if got := claims["nomad_job_id"].([]string); !slices.Equal(got, []string{"serai-batch.g*", "serai-web.g*"}) {
 		t.Errorf("job ids = %q", got)
 	}
 	if got := claims["nomad_task"].([]string); !slices.Equal(got, []string{"fetch-model"}) {
@@ -183,7 +183,7 @@ func TestEnsureAndRemoveModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.HasRole || !slices.Equal(got.JobIDs, []string{"serai-web-g*"}) || !slices.Equal(got.Tasks, []string{"fetch-model"}) ||
+	if !got.HasRole || !slices.Equal(got.JobIDs, []string{"serai-web.g*"}) || !slices.Equal(got.Tasks, []string{"fetch-model"}) ||
 		!slices.Equal(got.TokenPolicies, []string{"serai-model-churn"}) || !strings.Contains(got.Policy, "secret/data/serai/stores/minio-main") {
 		t.Errorf("read back %+v", got)
 	}

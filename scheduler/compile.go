@@ -97,9 +97,13 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// JobID names the Nomad job of one endpoint generation.
+// JobID names the Nomad job of one endpoint generation. The "." before the
+// generation cannot occur in a name, so the Vault role glob for endpoint e,
+// "serai-e.g*", matches e's jobs and never those of an endpoint whose name
+// merely starts with "e-g" (with "-g" it would: "serai-churn-g*" matches
+// "serai-churn-gold-g1").
 func JobID(endpoint string, generation int) string {
-	return fmt.Sprintf("serai-%s-g%d", endpoint, generation)
+	return fmt.Sprintf("serai-%s.g%d", endpoint, generation)
 }
 
 // ServiceName is the Consul service every instance of an endpoint joins.

@@ -36,7 +36,7 @@ func (f *fakeJobs) LatestDeployment(jobID string, q *api.QueryOptions) (*api.Dep
 
 func TestRegisterPreservesCounts(t *testing.T) {
 	f := &fakeJobs{}
-	if _, err := Register(context.Background(), f, &api.Job{ID: ptr("serai-x-g1")}); err != nil {
+	if _, err := Register(context.Background(), f, &api.Job{ID: ptr("serai-x.g1")}); err != nil {
 		t.Fatal(err)
 	}
 	if f.opts == nil || !f.opts.PreserveCounts {
@@ -50,7 +50,7 @@ func TestWaitDeployment(t *testing.T) {
 		states:  []*api.Deployment{nil, running, running, {ID: "d1", Status: api.DeploymentStatusSuccessful}},
 		indexes: []uint64{5, 9, 3, 12},
 	}
-	d, err := WaitDeployment(context.Background(), f, "serai-x-g1")
+	d, err := WaitDeployment(context.Background(), f, "serai-x.g1")
 	if err != nil || d.Status != api.DeploymentStatusSuccessful {
 		t.Fatalf("d=%v err=%v", d, err)
 	}
@@ -69,7 +69,7 @@ func TestWaitDeploymentFailed(t *testing.T) {
 		states:  []*api.Deployment{{ID: "d1", Status: api.DeploymentStatusFailed, StatusDescription: "Failed due to unhealthy allocations"}},
 		indexes: []uint64{4},
 	}
-	_, err := WaitDeployment(context.Background(), f, "serai-x-g1")
+	_, err := WaitDeployment(context.Background(), f, "serai-x.g1")
 	if !errors.Is(err, ErrDeploymentFailed) {
 		t.Fatalf("err = %v", err)
 	}
@@ -79,7 +79,7 @@ func TestWaitDeploymentContext(t *testing.T) {
 	f := &fakeJobs{errs: []error{errors.New("connection refused"), errors.New("connection refused")}}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := WaitDeployment(ctx, f, "serai-x-g1"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := WaitDeployment(ctx, f, "serai-x.g1"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -23,7 +23,7 @@ func TestRenderExample(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	var doc struct{ Job map[string]any }
-	if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.Job["ID"] != "serai-churn-g1" {
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.Job["ID"] != "serai-churn.g1" {
 		t.Fatalf("render output is not {\"Job\":...}: %v %.200s", err, out)
 	}
 }
