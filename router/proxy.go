@@ -99,15 +99,6 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 		rt.tooLarge(w, r.ContentLength)
 		return
 	}
-	if rt.inFlight.Add(1) > rt.cfg.MaxInFlight {
-		rt.inFlight.Add(-1)
-		rt.m.rejOverloaded.Inc()
-		e.em.errors5xx.Inc()
-		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its concurrency limit; retry later.")
-		return
-	}
-	defer rt.inFlight.Add(-1)
-
 	h := r.Header
 	req := outRequest{
 		contentType: first(h[hdrContentType]),
@@ -122,25 +113,24 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 
-	charge := r.ContentLength
-	if charge < 0 {
-		charge = rt.cfg.MaxBodyBytes + 1
-	}
-	if rt.buffered.Add(charge) > rt.cfg.MaxBufferedBytes {
-		rt.buffered.Add(-charge)
-		rt.m.rejOverloaded.Inc()
-		e.em.errors5xx.Inc()
-		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
-		return
-	}
-	defer rt.buffered.Add(-charge)
+	// The body is charged to the memory budget as it arrives, and the
+	// concurrency limit is taken once it is all here: a client that
+	// announces a body and sends it slowly, or never, holds neither.
 	bp, body, n, err := rt.readBody(r)
 	if bp != nil {
-		defer rt.putBuf(bp)
+		defer rt.releaseBody(bp)
 	}
 	if n > rt.cfg.MaxBodyBytes {
 		e.em.errors4xx.Inc()
 		rt.tooLarge(w, -1)
+		return
+	}
+	if err == errBodyBudget {
+		rt.m.rejOverloaded.Inc()
+		e.em.errors5xx.Inc()
+		// The rest of the body is never read: tell net/http not to try.
+		w.Header()["Connection"] = []string{"close"}
+		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
 		return
 	}
 	if err != nil {
@@ -149,6 +139,15 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	req.body = body
+
+	if rt.inFlight.Add(1) > rt.cfg.MaxInFlight {
+		rt.inFlight.Add(-1)
+		rt.m.rejOverloaded.Inc()
+		e.em.errors5xx.Inc()
+		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its concurrency limit; retry later.")
+		return
+	}
+	defer rt.inFlight.Add(-1)
 
 	s, in, perr := e.choose(target)
 	switch perr {
@@ -360,10 +359,11 @@ func (rt *Router) roundTrip(ctx context.Context, in *instance, req *outRequest, 
 		return nil, nil, err
 	}
 	stop := context.AfterFunc(ctx, pc.abortFn)
-	err = pc.writeRequest(req)
-	if err != nil && pc.reused && ctx.Err() == nil && !isTimeout(err) {
+	werr, err := pc.send(ctx, req, h)
+	if err != nil && werr != nil && pc.reused && ctx.Err() == nil && !isTimeout(werr) {
 		// The instance closed this idle connection after the liveness
-		// probe; the request never arrived. Use a fresh connection.
+		// probe, without answering; the request never arrived. Use a
+		// fresh connection.
 		stop()
 		pc.c.Close()
 		pc, err = in.pool.dial(ctx, deadline)
@@ -371,10 +371,7 @@ func (rt *Router) roundTrip(ctx context.Context, in *instance, req *outRequest, 
 			return nil, nil, err
 		}
 		stop = context.AfterFunc(ctx, pc.abortFn)
-		err = pc.writeRequest(req)
-	}
-	if err == nil {
-		err = pc.readHead(h)
+		_, err = pc.send(ctx, req, h)
 	}
 	if err != nil {
 		stop()
@@ -428,7 +425,13 @@ func (rt *Router) mirror(e *endpoint, req *outRequest) {
 			sh.sm.dropped.Inc()
 			continue
 		}
-		bp := rt.getBuf(len(req.body))
+		// The copy is charged to the body budget like the original.
+		bp := rt.chargeBuf(len(req.body))
+		if bp == nil {
+			rt.shadowInFlight.Add(-1)
+			sh.sm.dropped.Inc()
+			continue
+		}
 		sreq := *req
 		sreq.body = (*bp)[:len(req.body)]
 		copy(sreq.body, req.body)
@@ -441,7 +444,7 @@ func (rt *Router) mirror(e *endpoint, req *outRequest) {
 func (rt *Router) runShadow(timeout time.Duration, sh *shadowSlot, in *instance, req *outRequest, bp *[]byte) {
 	defer rt.shadowWG.Done()
 	defer rt.shadowInFlight.Add(-1)
-	defer rt.putBuf(bp)
+	defer rt.releaseBody(bp)
 	in.inflight.Add(1)
 	defer in.inflight.Add(-1)
 	sh.sm.invocations.Inc()
@@ -450,8 +453,10 @@ func (rt *Router) runShadow(timeout time.Duration, sh *shadowSlot, in *instance,
 	start := time.Now()
 	pc, stop, err := rt.roundTrip(ctx, in, req, start.Add(timeout), &h)
 	if err == nil {
+		// The answer is discarded: read it through without keeping it, so
+		// shadow traffic costs no memory per byte of answer.
 		var clean bool
-		_, clean, err = readLimited(pc.bodyReader(&h), rt.cfg.MaxBodyBytes)
+		clean, err = discardLimited(pc.bodyReader(&h), rt.cfg.MaxBodyBytes)
 		rt.finish(pc, stop, clean && err == nil && !h.close)
 	}
 	sh.sm.latency.Observe(time.Since(start).Seconds())
@@ -488,6 +493,18 @@ func readLimited(r io.Reader, limit int64) ([]byte, bool, error) {
 	return b, n == 0, nil
 }
 
+// discardLimited reads and drops up to limit bytes; clean reports whether
+// the body ended within the limit, leaving the connection reusable.
+func discardLimited(r io.Reader, limit int64) (bool, error) {
+	n, err := io.Copy(io.Discard, io.LimitReader(r, limit))
+	if err != nil || n < limit {
+		return err == nil, err
+	}
+	var one [1]byte
+	m, _ := r.Read(one[:])
+	return m == 0, nil
+}
+
 func (rt *Router) tooLarge(w http.ResponseWriter, n int64) {
 	msg := "Request body exceeds the " + strconv.FormatInt(rt.cfg.MaxBodyBytes, 10) + "-byte limit."
 	if n >= 0 {
@@ -498,40 +515,78 @@ func (rt *Router) tooLarge(w http.ResponseWriter, n int64) {
 	writeError(w, http.StatusRequestEntityTooLarge, CodeValidation, msg)
 }
 
-// readBody buffers the request body in a pooled buffer. n is the number of
-// bytes seen; n > MaxBodyBytes means the body was cut off at the limit.
+// bodyFirstBuf is the largest body buffered in one buffer taken before
+// any of it arrives; larger bodies grow into bigger buffers as they come.
+const bodyFirstBuf = 32 << 10
+
+var errBodyBudget = errors.New("body memory budget exhausted")
+
+// readBody buffers the request body in pooled buffers, charging each
+// buffer's size to the router's body-memory budget (MaxBufferedBytes)
+// while it is held. Buffers grow as bytes arrive, so a client announcing
+// 6 MB and sending nothing holds one small buffer, not 6 MB. n is the
+// number of bytes seen; n > MaxBodyBytes means the body was cut off at
+// the limit. err is errBodyBudget when the budget ran out. A non-nil bp
+// must be given back with releaseBody.
 func (rt *Router) readBody(r *http.Request) (bp *[]byte, body []byte, n int64, err error) {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil, nil, 0, nil
 	}
+	// want: the exact length when announced, else one byte past the limit.
+	want := rt.cfg.MaxBodyBytes + 1
+	size := int64(4 << 10)
 	if r.ContentLength > 0 {
-		bp = rt.getBuf(int(r.ContentLength))
-		body = (*bp)[:r.ContentLength]
-		m, err := io.ReadFull(r.Body, body)
-		return bp, body, int64(m), err
+		want = r.ContentLength
+		size = min(want, bodyFirstBuf)
 	}
-	limit := int(rt.cfg.MaxBodyBytes) + 1
-	bp = rt.getBuf(4 << 10)
+	if bp = rt.chargeBuf(int(size)); bp == nil {
+		return nil, nil, 0, errBodyBudget
+	}
 	b := (*bp)[:0]
-	for {
-		if len(b) >= limit {
-			return bp, nil, int64(len(b)), nil
-		}
+	for int64(len(b)) < want {
 		if len(b) == cap(b) {
-			nbp := rt.getBuf(min(2*cap(b), limit))
+			nbp := rt.chargeBuf(int(min(2*int64(cap(b)), want)))
+			if nbp == nil {
+				return bp, nil, int64(len(b)), errBodyBudget
+			}
 			nb := append((*nbp)[:0], b...)
-			rt.putBuf(bp)
+			rt.releaseBody(bp)
 			bp, b = nbp, nb
 		}
-		m, err := r.Body.Read(b[len(b):min(cap(b), limit)])
+		m, err := r.Body.Read(b[len(b):min(int64(cap(b)), want)])
 		b = b[:len(b)+m]
 		if err == io.EOF {
+			if r.ContentLength > 0 && int64(len(b)) < want {
+				return bp, nil, int64(len(b)), io.ErrUnexpectedEOF
+			}
 			return bp, b, int64(len(b)), nil
 		}
 		if err != nil {
 			return bp, nil, int64(len(b)), err
 		}
 	}
+	if r.ContentLength > 0 {
+		return bp, b, int64(len(b)), nil
+	}
+	return bp, nil, int64(len(b)), nil // over the limit
+}
+
+// chargeBuf takes a pooled buffer of at least n bytes and charges its
+// capacity to the body budget; nil when the budget cannot cover it.
+func (rt *Router) chargeBuf(n int) *[]byte {
+	bp := rt.getBuf(n)
+	if c := int64(cap(*bp)); rt.buffered.Add(c) > rt.cfg.MaxBufferedBytes {
+		rt.buffered.Add(-c)
+		rt.putBuf(bp)
+		return nil
+	}
+	return bp
+}
+
+// releaseBody gives back a buffer taken with chargeBuf.
+func (rt *Router) releaseBody(bp *[]byte) {
+	rt.buffered.Add(-int64(cap(*bp)))
+	rt.putBuf(bp)
 }
 
 func validateHeaders(req *outRequest, target string) string {

@@ -41,6 +41,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 const (
 	maxResponseHeaderBytes = 64 << 10
 	maxResponseHeaderLines = 256
+	// max1xxResponses bounds the informational answers (100 Continue,
+	// 103 Early Hints) skipped before the final one, as net/http does.
+	max1xxResponses = 5
 	// inlineBodyMax is the largest request body copied next to the headers
 	// so the whole request leaves in one write.
 	inlineBodyMax = 16 << 10
@@ -173,7 +176,15 @@ func (p *connPool) dial(ctx context.Context, deadline time.Time) (*pconn, error)
 }
 
 // put returns a connection whose exchange finished cleanly to the pool.
+// Bytes already read past the end of the answer mean the model sent more
+// than its framing said (a body on a 204, data past Content-Length); they
+// would be taken for the next request's answer, so the connection is
+// closed instead. Surplus still in the socket is caught by alive.
 func (p *connPool) put(pc *pconn) {
+	if pc.br.Buffered() != 0 {
+		pc.c.Close()
+		return
+	}
 	pc.idleAt = time.Now()
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.cfg.maxIdle {
@@ -257,14 +268,33 @@ func (pc *pconn) writeRequest(r *outRequest) error {
 	return err
 }
 
+// send writes the request and reads the answer's head. werr is the write's
+// error. A write fails when the instance stops reading and closes; it may
+// have answered first (a server refusing a large body from its head sends
+// 413 and closes), and that answer is the one to relay, so the head is
+// still read, and the connection is not reused after it.
+func (pc *pconn) send(ctx context.Context, req *outRequest, h *respHead) (werr, err error) {
+	if werr = pc.writeRequest(req); werr != nil {
+		if ctx.Err() != nil || isTimeout(werr) || pc.readHead(h) != nil {
+			return werr, werr
+		}
+		h.close = true
+		return werr, nil
+	}
+	return nil, pc.readHead(h)
+}
+
 // readHead reads the status line and headers, skipping 1xx responses.
 func (pc *pconn) readHead(h *respHead) error {
-	for {
+	for n := 0; ; n++ {
 		if err := pc.readOneHead(h); err != nil {
 			return err
 		}
 		if h.status >= 200 || h.status == 101 {
 			break
+		}
+		if n >= max1xxResponses {
+			return &errProtocol{"too many 1xx informational responses"}
 		}
 	}
 	if h.status == 101 {
@@ -289,8 +319,8 @@ func (pc *pconn) readOneHead(h *respHead) error {
 		return err
 	}
 	// "HTTP/1.1 200 OK"
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
-		(len(line) > 12 && line[12] != ' ') {
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || (line[7] != '0' && line[7] != '1') ||
+		line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
 		return &errProtocol{fmt.Sprintf("bad status line %q", truncate(line, 64))}
 	}
 	http10 := line[7] == '0'
@@ -305,7 +335,7 @@ func (pc *pconn) readOneHead(h *respHead) error {
 		return &errProtocol{fmt.Sprintf("bad status code %d", code)}
 	}
 	h.status = code
-	keepAlive := false
+	keepAlive, hasCL, hasTE := false, false, false
 	total := len(line)
 	for n := 0; ; n++ {
 		line, err := pc.readLine()
@@ -323,7 +353,9 @@ func (pc *pconn) readOneHead(h *respHead) error {
 			return &errProtocol{"obsolete header line folding"}
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
+		if colon <= 0 || !validHeaderLine(line, colon) {
+			// Includes "Name : value": a name the router would not
+			// recognise while the model meant it (RFC 9112 5.1).
 			return &errProtocol{fmt.Sprintf("bad header line %q", truncate(line, 64))}
 		}
 		name := line[:colon]
@@ -337,17 +369,17 @@ func (pc *pconn) readOneHead(h *respHead) error {
 				return &errProtocol{"bad Content-Length"}
 			}
 			h.contentLength = n
+			hasCL = true
 		case len(name) == 17 && asciiEqualFold(name, "transfer-encoding"):
-			// Only the last coding decides the framing (RFC 9112 6.3).
-			last := value
-			if i := bytes.LastIndexByte(value, ','); i >= 0 {
-				last = bytes.TrimSpace(value[i+1:])
+			// Only "chunked", once: the router passes bodies on unchanged,
+			// so it cannot take other codings (gzip would reach the client
+			// undecoded), and anything else is how framing desyncs start.
+			// net/http's client refuses the same.
+			if hasTE || !asciiEqualFold(value, "chunked") {
+				return &errProtocol{fmt.Sprintf("unsupported Transfer-Encoding %q", truncate(value, 64))}
 			}
-			if asciiEqualFold(last, "chunked") {
-				h.chunked = true
-			} else {
-				h.close = true
-			}
+			hasTE = true
+			h.chunked = true
 		case len(name) == 10 && asciiEqualFold(name, "connection"):
 			if containsToken(value, "close") {
 				h.close = true
@@ -361,12 +393,42 @@ func (pc *pconn) readOneHead(h *respHead) error {
 	}
 	if h.chunked {
 		h.contentLength = -1
+		// Transfer-Encoding overrides Content-Length, but a message with
+		// both, or chunked in HTTP/1.0, is suspect (RFC 9112 6.1, 6.3):
+		// read it as chunked, then do not trust the connection again.
+		if hasCL || http10 {
+			h.close = true
+		}
 	}
 	if http10 && !keepAlive {
 		h.close = true
 	}
 	return nil
 }
+
+// validHeaderLine reports whether the field name (line[:colon]) is a token
+// and the value holds no control characters but HTAB (RFC 9110 5.1, 5.5).
+// Values are passed on to clients, whose HTTP stacks refuse such bytes.
+func validHeaderLine(line []byte, colon int) bool {
+	for _, c := range line[:colon] {
+		if !tokenChar[c] {
+			return false
+		}
+	}
+	for _, c := range line[colon+1:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChar = func() (t [256]bool) {
+	for _, c := range []byte("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+		t[c] = true
+	}
+	return t
+}()
 
 func (pc *pconn) readLine() ([]byte, error) {
 	line, err := pc.br.ReadSlice('\n')
