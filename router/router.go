@@ -32,11 +32,15 @@ type Config struct {
 	// MaxBodyBytes caps request bodies (default 6,291,456, SageMaker's).
 	MaxBodyBytes int64
 	// MaxInFlight caps concurrent invocations; beyond it the router answers
-	// 503 at once instead of queueing (default 10,000).
+	// 503 at once instead of queueing (default 10,000). A request takes a
+	// slot only once its body has arrived, so idle or slow clients cannot
+	// hold slots.
 	MaxInFlight int64
-	// MaxBufferedBytes caps the memory held by request bodies in flight
-	// (default 1 GiB). Bodies are buffered so a failed connection can be
-	// retried and a sample mirrored to shadow variants.
+	// MaxBufferedBytes caps the memory held by request bodies in flight,
+	// shadow copies included (default 1 GiB). Bodies are buffered so a failed
+	// connection can be retried and a sample mirrored to shadow variants.
+	// The budget is charged by buffer capacity as bytes arrive (a 6 MB body
+	// holds an 8 MiB buffer), never from an announced Content-Length.
 	MaxBufferedBytes int64
 
 	// DialTimeout bounds connecting to an instance (default 2 s).
