@@ -1,17 +1,22 @@
 package jobspec
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 )
 
 // FuzzParse feeds arbitrary bytes to the parser and validator: they must
 // return diagnostics, never panic, and never return a spec alongside errors.
-// Run: go test ./jobspec -run '^$' -fuzz FuzzParse -fuzztime 60s
+// Run: go test ./jobspec -run '^$' -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 1s
+// (the default minimisation budget, 60 s per new input, starves the run).
 func FuzzParse(f *testing.F) {
-	// Seeds stay small: the fuzzer minimises every new interesting input,
-	// and with the multi-kilobyte examples as seeds it spent whole runs
-	// minimising instead of executing. The examples are parsed by their own
-	// tests.
+	paths, _ := filepath.Glob("../examples/*.hcl")
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
 	f.Add([]byte(baseStore + baseModel + cfg(oneVariant)))
 	f.Add([]byte(`model "x" { command = "/x" environment = { "A-B" = 1 } }`))
 	f.Add([]byte(`endpoint_config "c" { variant "a" { model = "m" instance_type = "ml.m5.large" instance_count = 1e400 } }`))

@@ -1,0 +1,75 @@
+package router
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// FuzzDecodeRoutes: any bytes in Consul KV decode to a valid table or an
+// error, never a panic; a table that decodes survives a round trip.
+// Run: go test ./router -run '^$' -fuzz FuzzDecodeRoutes -fuzzminimizetime 1s
+func FuzzDecodeRoutes(f *testing.F) {
+	if b, err := os.ReadFile("testdata/routes-v1.json"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"version":1,"endpoint":"e","generations":[{"generation":1,"weight":1,"variants":[{"name":"a","weight":0}]}]}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":1,"endpoint":"e","generations":[],"timeout":"-1s"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRoutes(b)
+		if err != nil {
+			return
+		}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("decoded table does not validate: %v", err)
+		}
+		enc, err := EncodeRoutes(r)
+		if err != nil {
+			t.Fatalf("decoded table does not encode: %v", err)
+		}
+		r2, err := DecodeRoutes(enc)
+		if err != nil || !reflect.DeepEqual(r, r2) {
+			t.Fatalf("round trip changed the table: %+v -> %+v (%v)", r, r2, err)
+		}
+	})
+}
+
+// FuzzModelResponse: whatever bytes a model answers with, the router
+// answers its client (or cuts the connection) without panicking, and is
+// still healthy for the next request.
+// Run: go test ./router -run '^$' -fuzz FuzzModelResponse -fuzzminimizetime 1s
+func FuzzModelResponse(f *testing.F) {
+	for _, s := range []string{
+		okAnswer,
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom",
+		"HTTP/1.0 200 OK\r\n\r\nclose-delimited",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, answerBytes []byte) {
+		m := newScriptedModel(t, func(n int, c net.Conn, req *http.Request) bool {
+			if n == 1 {
+				c.Write(answerBytes)
+				return false
+			}
+			c.Write([]byte(okAnswer))
+			return true
+		})
+		e := rawEnv(t, m.addr, 300*time.Millisecond)
+		defer e.close()
+		if resp, _, err := e.tryInvoke("raw", []byte("x")); err == nil && (resp.StatusCode < 200 || resp.StatusCode > 599) {
+			t.Fatalf("router answered status %d", resp.StatusCode)
+		}
+		resp, body, err := e.tryInvoke("raw", []byte("x"))
+		if err != nil || resp.StatusCode != http.StatusOK || string(body) != "ok" {
+			t.Fatalf("router not healthy after a bad answer: %v %v %q", err, resp, body)
+		}
+	})
+}
