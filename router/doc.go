@@ -43,6 +43,16 @@
 // instance of a variant is ejected the variant is used anyway only when no
 // other variant can serve, so a recovering fleet is not refused wholesale.
 //
+// # Authentication
+//
+// With Config.SigV4Keys set, invocations must carry an AWS Signature
+// Version 4 by one of the keys (service "sagemaker"), as SageMaker
+// requires (sigv4.go): the header, key, scope and clock are checked before
+// the endpoint is looked up, and the signature, recomputed with the
+// aws-sdk-go-v2 signer over the body actually received, once the body is
+// in. Refusals are 403 with AWS's error types. Without it the request path
+// pays one nil check.
+//
 // Serve runs a Router with discovery, Consul registration and graceful
 // shutdown; `serai router` is a thin wrapper around it. See README.md for
 // the operator's view.

@@ -39,6 +39,7 @@ type metrics struct {
 	rejUnknownEndpoint prometheus.Counter
 	rejOverloaded      prometheus.Counter
 	rejNotSynced       prometheus.Counter
+	rejAuth            prometheus.Counter
 
 	discoveryUp       prometheus.Gauge
 	discoveryErrors   prometheus.Counter
@@ -160,6 +161,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 	m.rejUnknownEndpoint = m.rejected.WithLabelValues("unknown_endpoint")
 	m.rejOverloaded = m.rejected.WithLabelValues("overloaded")
 	m.rejNotSynced = m.rejected.WithLabelValues("not_synced")
+	m.rejAuth = m.rejected.WithLabelValues("auth")
 	return m
 }
 

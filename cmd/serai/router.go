@@ -31,6 +31,8 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "advertise-addr", Usage: "host:port clients should use (default: the listen address)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long in-flight requests may take to finish on SIGTERM"},
 			&cli.Int64Flag{Name: "max-in-flight", Value: 10000, Usage: "concurrent invocations before answering 503"},
+			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (or a JSON object); when set, invocations must carry an AWS SigV4 signature (service sagemaker) by one of these keys. The file must not be accessible to other users"},
+			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
 		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
 	}
@@ -51,6 +53,16 @@ func runRouter(c *cli.Context) error {
 		return err
 	}
 
+	var keys map[string]string
+	if path := c.String("sigv4-keys"); path != "" {
+		if keys, err = router.LoadSigV4Keys(path); err != nil {
+			return cli.Exit(fmt.Sprintf("serai router: --sigv4-keys: %v", err), exitUsage)
+		}
+		log.Info("SigV4 authentication on", "keys_file", path, "keys", len(keys), "region", c.String("sigv4-region"))
+	} else if c.String("sigv4-region") != "" {
+		return cli.Exit("serai router: --sigv4-region needs --sigv4-keys", exitUsage)
+	}
+
 	consulCfg := consulapi.DefaultConfig()
 	consulCfg.Address = c.String("consul-addr")
 	consul, err := consulapi.NewClient(consulCfg)
@@ -62,6 +74,8 @@ func runRouter(c *cli.Context) error {
 		Logger:      log,
 		Timeout:     c.Duration("timeout"),
 		MaxInFlight: c.Int64("max-in-flight"),
+		SigV4Keys:   keys,
+		SigV4Region: c.String("sigv4-region"),
 	})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitUsage)

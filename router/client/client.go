@@ -11,6 +11,13 @@
 //	var me *client.ModelError
 //	if errors.As(err, &me) { ... me.OriginalStatusCode, me.OriginalMessage ... }
 //
+// For routers that require AWS Signature Version 4 (serai router
+// --sigv4-keys), set Credentials: every request is then signed for service
+// "sagemaker" with the aws-sdk-go-v2 signer, as the AWS SDK would sign it:
+//
+//	c, err := client.New(client.Config{Consul: consulClient,
+//		Credentials: credentials.NewStaticCredentialsProvider(akid, secret, "")})
+//
 // A Client is safe for concurrent use and keeps connections alive between
 // calls; it starts no goroutines.
 package client
@@ -30,7 +37,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/seraihq/serai/internal/sigv4"
 )
 
 // DefaultService is the Consul service routers register as.
@@ -61,12 +72,22 @@ type Config struct {
 	// RefreshInterval is how long one Consul lookup is reused (default
 	// 10 s). A connection failure forces a fresh lookup.
 	RefreshInterval time.Duration
+
+	// Credentials, when set, sign every request with AWS Signature
+	// Version 4 for service "sagemaker" (routers run with --sigv4-keys
+	// require it). Wrapped in an aws.CredentialsCache unless it is one.
+	// Nil sends unsigned requests.
+	Credentials aws.CredentialsProvider
+	// Region is the region in the signature's scope (default "us-east-1";
+	// the router accepts any unless it is configured with one).
+	Region string
 }
 
 // Client invokes endpoints through serai routers.
 type Client struct {
-	cfg  Config
-	http *http.Client
+	cfg    Config
+	http   *http.Client
+	signer *v4.Signer // nil without Credentials
 
 	mu        sync.Mutex
 	routers   []string // base URLs
@@ -107,6 +128,15 @@ func New(cfg Config) (*Client, error) {
 		}}
 	}
 	c := &Client{cfg: cfg, http: hc}
+	if cfg.Credentials != nil {
+		if _, ok := cfg.Credentials.(*aws.CredentialsCache); !ok {
+			c.cfg.Credentials = aws.NewCredentialsCache(cfg.Credentials)
+		}
+		if c.cfg.Region == "" {
+			c.cfg.Region = "us-east-1"
+		}
+		c.signer = v4.NewSigner()
+	}
 	for _, a := range cfg.Addresses {
 		c.routers = append(c.routers, cfg.Scheme+"://"+a)
 	}
@@ -192,6 +222,16 @@ func (c *Client) invokeOnce(ctx context.Context, base string, in *Input) (*Outpu
 	}
 	if in.InferenceID != "" {
 		h.Set("X-Amzn-SageMaker-Inference-Id", in.InferenceID)
+	}
+	if c.signer != nil {
+		// Signed per attempt: the host is part of the signature.
+		creds, err := c.cfg.Credentials.Retrieve(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("client: retrieving credentials: %w", err)
+		}
+		if err := c.signer.SignHTTP(ctx, creds, req, sigv4.PayloadHash(in.Body), "sagemaker", c.cfg.Region, time.Now()); err != nil {
+			return nil, fmt.Errorf("client: signing: %w", err)
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -300,7 +340,10 @@ type ServiceUnavailableError struct {
 
 func (e *ServiceUnavailableError) Error() string { return "ServiceUnavailable: " + e.Message }
 
-// APIError is any other error answer.
+// APIError is any other error answer, among them authentication
+// failures (403): Code is then MissingAuthenticationTokenException,
+// UnrecognizedClientException, InvalidSignatureException or
+// IncompleteSignatureException.
 type APIError struct {
 	StatusCode int
 	Code       string

@@ -1,0 +1,340 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/seraihq/serai/internal/sigv4"
+)
+
+// SigV4Service is the service name invocations are signed for, as with
+// SageMaker's runtime API.
+const SigV4Service = "sagemaker"
+
+// SigV4MaxSkew is how far X-Amz-Date may be from the router's clock, either
+// way, as with AWS.
+const SigV4MaxSkew = 15 * time.Minute
+
+// Error codes of authentication failures, as AWS's JSON services answer
+// them (HTTP 403). The SDKs surface them as API errors with this code.
+const (
+	CodeMissingAuthenticationToken = "MissingAuthenticationTokenException"
+	CodeIncompleteSignature        = "IncompleteSignatureException"
+	CodeUnrecognizedClient         = "UnrecognizedClientException"
+	CodeInvalidSignature           = "InvalidSignatureException"
+)
+
+const (
+	msgMissingToken     = "Missing Authentication Token"
+	msgInvalidToken     = "The security token included in the request is invalid."
+	msgSignatureInvalid = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+)
+
+// sigv4Auth verifies AWS Signature Version 4 on invocations with a static
+// key table. It is immutable once built.
+type sigv4Auth struct {
+	keys   map[string]string // access key ID -> secret access key
+	region string            // "" accepts any
+	signer *v4.Signer
+	now    func() time.Time
+}
+
+func newSigV4Auth(keys map[string]string, region string) (*sigv4Auth, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("router: SigV4Keys is set but holds no key (nil turns authentication off)")
+	}
+	a := &sigv4Auth{keys: make(map[string]string, len(keys)), region: region, signer: v4.NewSigner(), now: time.Now}
+	for id, secret := range keys {
+		if id == "" || secret == "" {
+			return nil, errors.New("router: SigV4Keys holds an empty access key ID or secret")
+		}
+		if strings.ContainsAny(id, "/,= \t") {
+			return nil, fmt.Errorf("router: SigV4Keys access key ID %q holds '/', ',', '=' or a space", id)
+		}
+		a.keys[id] = secret
+	}
+	return a, nil
+}
+
+// authError is one refused request: the SageMaker-style code and message
+// the client sees, and a reason for the debug log. None carries a
+// signature or secret.
+type authError struct {
+	code, msg string
+	akid      string
+	reason    string
+}
+
+// signedRequest is a request whose headers passed the checks; its
+// signature is verified once the body has arrived.
+type signedRequest struct {
+	auth *sigv4.Authorization
+	when time.Time
+}
+
+// precheck does every check that needs no body: the header is there and
+// well formed, the key is known, the scope and the clock are right. It runs
+// before the endpoint is looked up, so callers without a known key learn
+// nothing about endpoints.
+func (a *sigv4Auth) precheck(r *http.Request) (*signedRequest, *authError) {
+	v, ok := r.Header["Authorization"]
+	if !ok || len(v) == 0 || v[0] == "" {
+		if r.URL.Query().Has("X-Amz-Signature") {
+			return nil, &authError{code: CodeIncompleteSignature, msg: "Presigned URLs are not supported; sign the Authorization header.", reason: "presigned URL"}
+		}
+		return nil, &authError{code: CodeMissingAuthenticationToken, msg: msgMissingToken, reason: "no Authorization header"}
+	}
+	if len(v) > 1 {
+		return nil, &authError{code: CodeIncompleteSignature, msg: "Only one Authorization header may be sent.", reason: "repeated Authorization header"}
+	}
+	au, err := sigv4.ParseAuthorization(v[0])
+	if errors.Is(err, sigv4.ErrNotSigV4) {
+		return nil, &authError{code: CodeIncompleteSignature, msg: "Authorization header must use " + sigv4.Algorithm + ".", reason: "other scheme"}
+	}
+	if err != nil {
+		return nil, &authError{code: CodeIncompleteSignature, msg: err.Error(), reason: "malformed Authorization"}
+	}
+	if _, ok := a.keys[au.AccessKeyID]; !ok {
+		return nil, &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: au.AccessKeyID, reason: "unknown access key ID"}
+	}
+	// Only static keys exist here: a session token was not issued by us.
+	if _, ok := r.Header["X-Amz-Security-Token"]; ok {
+		return nil, &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: au.AccessKeyID, reason: "session token with a static key"}
+	}
+	if au.Service != SigV4Service {
+		return nil, &authError{code: CodeInvalidSignature, msg: "Credential should be scoped to correct service: '" + SigV4Service + "'.", akid: au.AccessKeyID, reason: "wrong service in scope"}
+	}
+	if a.region != "" && au.Region != a.region {
+		return nil, &authError{code: CodeInvalidSignature, msg: "Credential should be scoped to a valid region.", akid: au.AccessKeyID, reason: "wrong region in scope"}
+	}
+	when, err := sigv4.SigningTime(r)
+	if err != nil {
+		return nil, &authError{code: CodeIncompleteSignature, msg: "Authorization requires a valid X-Amz-Date header: " + err.Error() + ".", akid: au.AccessKeyID, reason: "no X-Amz-Date"}
+	}
+	if !strings.Contains(";"+au.SignedHeaders+";", ";x-amz-date;") {
+		return nil, &authError{code: CodeIncompleteSignature, msg: "SignedHeaders must include x-amz-date.", akid: au.AccessKeyID, reason: "x-amz-date not signed"}
+	}
+	if d := when.Format("20060102"); d != au.Date {
+		return nil, &authError{code: CodeInvalidSignature,
+			msg:  "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" + au.Date + "' != '" + d + "', from 'X-Amz-Date'.",
+			akid: au.AccessKeyID, reason: "scope date differs from X-Amz-Date"}
+	}
+	now := a.now().UTC()
+	if when.Before(now.Add(-SigV4MaxSkew)) {
+		return nil, &authError{code: CodeInvalidSignature,
+			msg: "Signature expired: " + when.Format(sigv4.TimeFormat) + " is now earlier than " + now.Add(-SigV4MaxSkew).Format(sigv4.TimeFormat) +
+				" (" + now.Format(sigv4.TimeFormat) + " - 15 min.)",
+			akid: au.AccessKeyID, reason: "signature expired"}
+	}
+	if when.After(now.Add(SigV4MaxSkew)) {
+		return nil, &authError{code: CodeInvalidSignature,
+			msg: "Signature not yet current: " + when.Format(sigv4.TimeFormat) + " is still later than " + now.Add(SigV4MaxSkew).Format(sigv4.TimeFormat) +
+				" (" + now.Format(sigv4.TimeFormat) + " + 15 min.)",
+			akid: au.AccessKeyID, reason: "signature in the future"}
+	}
+	return &signedRequest{auth: au, when: when}, nil
+}
+
+// verify recomputes the signature over the request and the body that
+// arrived (its SHA-256 is the payload hash, whatever the client claims).
+func (a *sigv4Auth) verify(r *http.Request, s *signedRequest, body []byte) *authError {
+	hash := sigv4.PayloadHash(body)
+	if v, ok := r.Header["X-Amz-Content-Sha256"]; ok && (len(v) != 1 || v[0] != hash) {
+		return &authError{code: CodeInvalidSignature, msg: "The provided 'x-amz-content-sha256' header does not match what was computed.",
+			akid: s.auth.AccessKeyID, reason: "x-amz-content-sha256 differs from the body"}
+	}
+	creds := aws.Credentials{SecretAccessKey: a.keys[s.auth.AccessKeyID]}
+	res, err := sigv4.Verify(r.Context(), a.signer, r, s.auth, creds, hash, s.when)
+	if err != nil {
+		return &authError{code: CodeInvalidSignature, msg: msgSignatureInvalid, akid: s.auth.AccessKeyID, reason: "cannot sign again: " + err.Error()}
+	}
+	if res != sigv4.Match {
+		return &authError{code: CodeInvalidSignature, msg: msgSignatureInvalid, akid: s.auth.AccessKeyID, reason: res.String()}
+	}
+	return nil
+}
+
+// refuseAuth answers 403 and counts the refusal.
+func (rt *Router) refuseAuth(w http.ResponseWriter, name string, ae *authError) {
+	rt.m.rejAuth.Inc()
+	if rt.log.IsDebug() {
+		rt.log.Debug("invocation refused: authentication failed", "endpoint", truncString(name, 64),
+			"error_type", ae.code, "reason", ae.reason, "access_key_id", truncString(ae.akid, 128))
+	}
+	writeError(w, http.StatusForbidden, ae.code, ae.msg)
+}
+
+// authenticateEarly reads and verifies the body of a signed request before
+// answering about an endpoint the router does not serve, so only
+// authenticated callers learn which endpoints exist. It reports whether
+// the caller may be answered; if not, it has answered.
+func (rt *Router) authenticateEarly(w http.ResponseWriter, r *http.Request, name string, s *signedRequest) bool {
+	if r.ContentLength > rt.cfg.MaxBodyBytes {
+		rt.tooLarge(w, r.ContentLength)
+		return false
+	}
+	bp, body, n, err := rt.readBody(r)
+	if bp != nil {
+		defer rt.releaseBody(bp)
+	}
+	switch {
+	case n > rt.cfg.MaxBodyBytes:
+		rt.tooLarge(w, -1)
+		return false
+	case err == errBodyBudget:
+		rt.m.rejOverloaded.Inc()
+		w.Header()["Connection"] = []string{"close"}
+		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
+		return false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, CodeValidation, "Could not read the request body: "+err.Error())
+		return false
+	}
+	if ae := rt.sigv4.verify(r, s, body); ae != nil {
+		rt.refuseAuth(w, name, ae)
+		return false
+	}
+	return true
+}
+
+// LoadSigV4Keys reads a key table for Config.SigV4Keys from a file that
+// only its owner (and group) may read. Two formats:
+//
+//	# text: one "ACCESS_KEY_ID SECRET_ACCESS_KEY" pair a line,
+//	# blank lines and lines starting with # ignored
+//	AKIAEXAMPLE0000001 wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+//
+//	{"AKIAEXAMPLE0000001": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+//
+// (JSON when the first non-blank character is '{'). Access key IDs are
+// 1–128 letters, digits, '_', '-' or '.'; secrets at least 16 characters
+// without spaces or control characters. A repeated ID, an empty table, or
+// a file other users may read or write is an error. Errors name the file
+// and line, never a secret.
+func LoadSigV4Keys(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("%s holds secrets but other users may access it (mode %04o); chmod o-rwx it (e.g. 0600 or 0640)", path, st.Mode().Perm())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 4<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > 4<<20 {
+		return nil, fmt.Errorf("%s is larger than 4 MiB", path)
+	}
+	var keys map[string]string
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+		keys, err = parseKeysJSON(t)
+	} else {
+		keys, err = parseKeysText(data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no key", path)
+	}
+	return keys, nil
+}
+
+func parseKeysText(data []byte) (map[string]string, error) {
+	keys := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 64<<10)
+	for line := 1; sc.Scan(); line++ {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		fields := strings.Fields(l)
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("line %d: want \"ACCESS_KEY_ID SECRET\", got %d fields", line, len(fields))
+		}
+		if err := addKey(keys, fields[0], fields[1]); err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+func parseKeysJSON(data []byte) (map[string]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("JSON key table must be an object of \"ACCESS_KEY_ID\": \"SECRET\"")
+	}
+	keys := map[string]string{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, errors.New("JSON key table is malformed")
+		}
+		id := tok.(string)
+		var secret string
+		if err := dec.Decode(&secret); err != nil {
+			return nil, errors.New("JSON key table: every secret must be a string")
+		}
+		if err := addKey(keys, id, secret); err != nil {
+			return nil, err
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, errors.New("JSON key table is malformed")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("JSON key table has data after the object")
+	}
+	return keys, nil
+}
+
+func addKey(keys map[string]string, id, secret string) error {
+	if len(id) == 0 || len(id) > 128 {
+		return errors.New("access key ID must be 1 to 128 characters")
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			// Not quoted: a line with its fields swapped would show the secret.
+			return errors.New("access key ID may hold only letters, digits, '_', '-' and '.' (is the secret first?)")
+		}
+	}
+	if _, dup := keys[id]; dup {
+		return fmt.Errorf("access key ID %s appears twice", id)
+	}
+	if len(secret) < 16 {
+		return fmt.Errorf("the secret of %s is shorter than 16 characters", id)
+	}
+	for i := 0; i < len(secret); i++ {
+		if c := secret[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("the secret of %s holds a space or control character", id)
+		}
+	}
+	keys[id] = secret
+	return nil
+}
