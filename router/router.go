@@ -450,18 +450,16 @@ func (rt *Router) janitor() {
 		case <-rt.stopJanitor:
 			return
 		case now := <-t.C:
-			for _, e := range rt.table.Load().endpoints {
-				for _, s := range e.slots {
-					for _, in := range s.insts {
-						in.pool.sweep(now)
-					}
-				}
-				for _, s := range e.shadows {
-					for _, in := range s.insts {
-						in.pool.sweep(now)
-					}
+			// Every live instance, not only those the table routes to:
+			// ejected and weight-0 instances keep pools too. The mutex is
+			// the control plane's; the hot path never takes it.
+			rt.mu.Lock()
+			for _, live := range rt.live {
+				for _, in := range live {
+					in.pool.sweep(now)
 				}
 			}
+			rt.mu.Unlock()
 		}
 	}
 }
