@@ -494,3 +494,15 @@ func (rt *Router) Close() {
 
 func (rt *Router) getBuf(n int) *[]byte { return rt.bufs.get(n) }
 func (rt *Router) putBuf(b *[]byte)     { rt.bufs.put(b) }
+
+// SetSigV4Keys replaces the SigV4 key table while the router serves, for key
+// rotation; requests already past their header checks finish with the table
+// they started with unless their key was removed. It is an error when the
+// router was built without SigV4Keys: authentication is turned on or off
+// only by a restart, never by a reload. On error the old table stays.
+func (rt *Router) SetSigV4Keys(keys map[string]string) error {
+	if rt.sigv4 == nil {
+		return errors.New("router: SigV4 authentication is off; restart with SigV4Keys to turn it on")
+	}
+	return rt.sigv4.setKeys(keys)
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -43,29 +44,46 @@ const (
 )
 
 // sigv4Auth verifies AWS Signature Version 4 on invocations with a static
-// key table. It is immutable once built.
+// key table. The table can be replaced while the router serves (key
+// rotation, Router.SetSigV4Keys); everything else is fixed once built.
 type sigv4Auth struct {
-	keys   map[string]string // access key ID -> secret access key
-	region string            // "" accepts any
+	keys   atomic.Pointer[map[string]string] // access key ID -> secret access key
+	region string                            // "" accepts any
 	signer *v4.Signer
 	now    func() time.Time
 }
 
 func newSigV4Auth(keys map[string]string, region string) (*sigv4Auth, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("router: SigV4Keys is set but holds no key (nil turns authentication off)")
-	}
-	a := &sigv4Auth{keys: make(map[string]string, len(keys)), region: region, signer: v4.NewSigner(), now: time.Now}
-	for id, secret := range keys {
-		if id == "" || secret == "" {
-			return nil, errors.New("router: SigV4Keys holds an empty access key ID or secret")
-		}
-		if strings.ContainsAny(id, "/,= \t") {
-			return nil, fmt.Errorf("router: SigV4Keys access key ID %q holds '/', ',', '=' or a space", id)
-		}
-		a.keys[id] = secret
+	a := &sigv4Auth{region: region, signer: v4.NewSigner(), now: time.Now}
+	if err := a.setKeys(keys); err != nil {
+		return nil, err
 	}
 	return a, nil
+}
+
+// setKeys checks and installs a new key table; on error the old one stays.
+func (a *sigv4Auth) setKeys(keys map[string]string) error {
+	if len(keys) == 0 {
+		return errors.New("router: SigV4Keys is set but holds no key (nil turns authentication off)")
+	}
+	table := make(map[string]string, len(keys))
+	for id, secret := range keys {
+		if id == "" || secret == "" {
+			return errors.New("router: SigV4Keys holds an empty access key ID or secret")
+		}
+		if strings.ContainsAny(id, "/,= \t") {
+			return fmt.Errorf("router: SigV4Keys access key ID %q holds '/', ',', '=' or a space", id)
+		}
+		table[id] = secret
+	}
+	a.keys.Store(&table)
+	return nil
+}
+
+// secret returns the secret of an access key ID in the current table.
+func (a *sigv4Auth) secret(id string) (string, bool) {
+	s, ok := (*a.keys.Load())[id]
+	return s, ok
 }
 
 // authError is one refused request: the SageMaker-style code and message
@@ -106,7 +124,7 @@ func (a *sigv4Auth) precheck(r *http.Request) (*signedRequest, *authError) {
 	if err != nil {
 		return nil, &authError{code: CodeIncompleteSignature, msg: err.Error(), reason: "malformed Authorization"}
 	}
-	if _, ok := a.keys[au.AccessKeyID]; !ok {
+	if _, ok := a.secret(au.AccessKeyID); !ok {
 		return nil, &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: au.AccessKeyID, reason: "unknown access key ID"}
 	}
 	// Only static keys exist here: a session token was not issued by us.
@@ -155,7 +173,12 @@ func (a *sigv4Auth) verify(r *http.Request, s *signedRequest, body []byte) *auth
 		return &authError{code: CodeInvalidSignature, msg: "The provided 'x-amz-content-sha256' header does not match what was computed.",
 			akid: s.auth.AccessKeyID, reason: "x-amz-content-sha256 differs from the body"}
 	}
-	creds := aws.Credentials{SecretAccessKey: a.keys[s.auth.AccessKeyID]}
+	secret, ok := a.secret(s.auth.AccessKeyID)
+	if !ok {
+		// Rotated out while the body arrived.
+		return &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: s.auth.AccessKeyID, reason: "access key ID removed by a key reload"}
+	}
+	creds := aws.Credentials{SecretAccessKey: secret}
 	res, err := sigv4.Verify(r.Context(), a.signer, r, s.auth, creds, hash, s.when)
 	if err != nil {
 		return &authError{code: CodeInvalidSignature, msg: msgSignatureInvalid, akid: s.auth.AccessKeyID, reason: "cannot sign again: " + err.Error()}

@@ -441,3 +441,38 @@ func TestLoadSigV4Keys(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+// TestSigV4KeyRotation: SetSigV4Keys swaps the key table while the router
+// serves; a removed key is refused at once, a new one works, a bad table is
+// refused and the old one stays; a router without auth cannot be switched
+// on by a reload.
+func TestSigV4KeyRotation(t *testing.T) {
+	e, _ := signedEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	invoke := func(id, secret string) error {
+		_, err := sdkClient(e, id, secret).InvokeEndpoint(ctx, &sagemakerruntime.InvokeEndpointInput{EndpointName: aws.String("demo"), Body: []byte(`1`)})
+		return err
+	}
+	if err := invoke(testAKID, testSecret); err != nil {
+		t.Fatalf("before rotation: %v", err)
+	}
+	if err := e.rt.SetSigV4Keys(map[string]string{"AKIDNEW": "a-new-secret-0123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	wantAPIError(t, invoke(testAKID, testSecret), CodeUnrecognizedClient, "invalid")
+	if err := invoke("AKIDNEW", "a-new-secret-0123456789"); err != nil {
+		t.Fatalf("new key after rotation: %v", err)
+	}
+	if err := e.rt.SetSigV4Keys(map[string]string{}); err == nil {
+		t.Fatal("an empty table was accepted")
+	}
+	if err := invoke("AKIDNEW", "a-new-secret-0123456789"); err != nil {
+		t.Fatalf("a refused reload dropped the keys in use: %v", err)
+	}
+
+	off := newEnv(t, Config{})
+	if err := off.rt.SetSigV4Keys(map[string]string{"AKIDNEW": "a-new-secret-0123456789"}); err == nil {
+		t.Fatal("a reload turned authentication on")
+	}
+}

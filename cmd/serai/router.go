@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
 	"github.com/seraihq/serai/router"
@@ -31,7 +33,7 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "advertise-addr", Usage: "host:port clients should use (default: the listen address)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long in-flight requests may take to finish on SIGTERM"},
 			&cli.Int64Flag{Name: "max-in-flight", Value: 10000, Usage: "concurrent invocations before answering 503"},
-			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (or a JSON object); when set, invocations must carry an AWS SigV4 signature (service sagemaker) by one of these keys. The file must not be accessible to other users"},
+			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (or a JSON object); when set, invocations must carry an AWS SigV4 signature (service sagemaker) by one of these keys. The file must not be accessible to other users; SIGHUP reloads it"},
 			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
 		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
@@ -84,6 +86,9 @@ func runRouter(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if path := c.String("sigv4-keys"); path != "" {
+		go reloadKeysOnHUP(ctx, rt, path, log)
+	}
 	err = router.Serve(ctx, rt, disc, router.ServerConfig{
 		Listen:          c.String("listen"),
 		TLSCert:         c.String("tls-cert"),
@@ -98,4 +103,29 @@ func runRouter(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitError)
 	}
 	return nil
+}
+
+// reloadKeysOnHUP re-reads the SigV4 key file on SIGHUP, so keys rotate
+// without dropping connections. A file that fails to load is logged and the
+// keys in use stay.
+func reloadKeysOnHUP(ctx context.Context, rt *router.Router, path string, log hclog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			keys, err := router.LoadSigV4Keys(path)
+			if err == nil {
+				err = rt.SetSigV4Keys(keys)
+			}
+			if err != nil {
+				log.Error("SigV4 keys not reloaded; the previous keys stay in use", "keys_file", path, "error", err)
+				continue
+			}
+			log.Info("SigV4 keys reloaded", "keys_file", path, "keys", len(keys))
+		}
+	}
 }
