@@ -13,6 +13,10 @@
 // model; the price is that the unpacker sees bytes before the checksum is
 // known, which is why it is hardened for hostile input whether or not a
 // checksum is pinned.
+//
+// It must not touch Vault, Nomad or Consul: credentials arrive in its
+// Config (from the environment the Vault template rendered), and it never
+// logs or returns them.
 package artifact
 
 import (

@@ -56,4 +56,8 @@
 // Serve runs a Router with discovery, Consul registration and graceful
 // shutdown; `serai router` is a thin wrapper around it. See README.md for
 // the operator's view.
+//
+// The router only reads Consul (health and KV); it must not write routing
+// tables, register or stop Nomad jobs, or talk to Vault: the control plane
+// owns all of that.
 package router

@@ -2,6 +2,7 @@
 // loopback port for tests, with two things gofakes3 lacks: SigV4
 // signature checking, so wrong credentials are refused as a real store
 // refuses them, and fault injection (truncated and stalled bodies, errors).
+// It is for tests only and listens on loopback alone.
 package s3test
 
 import (

@@ -14,6 +14,9 @@
 // request with Date instead of X-Amz-Date, or that signs
 // "content-length: 0" fails verification. The AWS SDKs and curl
 // --aws-sigv4 do none of these.
+//
+// It verifies only; key storage, error answers and logging belong to its
+// callers, and it never logs or returns a secret.
 package sigv4
 
 import (

@@ -50,6 +50,10 @@
 //   - raw_exec tasks inherit the Nomad agent's environment, which is how the
 //     leftover-process check finds them: every agent carries a marker
 //     variable that its descendants inherit.
+//
+// It is for tests only and must not be imported by serai's binaries; it
+// never configures more than a test needs (Nomad's Vault wiring is the one
+// exception, as Nomad documents it) and leaves reused agents untouched.
 package testagents
 
 import (

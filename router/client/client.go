@@ -19,7 +19,8 @@
 //		Credentials: credentials.NewStaticCredentialsProvider(akid, secret, "")})
 //
 // A Client is safe for concurrent use and keeps connections alive between
-// calls; it starts no goroutines.
+// calls; it starts no goroutines. It only reads Consul's catalog of
+// healthy routers and never talks to model instances directly.
 package client
 
 import (
