@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -116,7 +115,7 @@ func TestSlice(t *testing.T) {
 
 	// Router first, so the clock from register to first answer includes
 	// only what Nomad, Vault, the fetch and Consul take.
-	routerAddr := freeAddr(t)
+	routerAddr := testagents.FreeLoopbackAddr(t)
 	startRouter(t, serai, routerAddr, consul.Addr, dir)
 	writeRoutes(t, consul.Client, 1)
 
@@ -263,16 +262,6 @@ endpoint %q {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startRouter runs `serai router` as its own process, stopped with SIGTERM

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/seraihq/serai/internal/sigv4"
+	"github.com/seraihq/serai/internal/testagents"
 )
 
 // TestRouterReloadsKeysOnSIGHUP runs the built `serai router` with
@@ -40,7 +40,7 @@ func TestRouterReloadsKeysOnSIGHUP(t *testing.T) {
 		}
 	}
 	writeKeys("AKIDOLD old-secret-0123456789")
-	listen, consul := freeLoopback(t), freeLoopback(t)
+	listen, consul := testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)
 	logs := &syncBuffer{}
 	cmd := exec.Command(bin, "router", "--listen", listen, "--consul-addr", consul, "--register=false", "--sigv4-keys", keys)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -129,14 +129,4 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

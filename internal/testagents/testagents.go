@@ -64,6 +64,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -103,10 +104,53 @@ func lookBinary(names ...string) (path, name string, ok bool) {
 	return "", "", false
 }
 
-// freePorts reserves n distinct free TCP ports on 127.0.0.1. The listeners are
-// held until all ports are chosen so the kernel cannot hand out one twice;
-// another process may still grab a port before the agent binds it, which is
-// an accepted race for tests.
+// Agent ports are drawn from below the kernel's ephemeral range. Ports
+// from bind(":0") come from that range, and so do the source ports of every
+// outgoing connection on the machine: with test packages running in
+// parallel (the router's tests open thousands of connections), a port
+// picked with ":0" and released was taken by someone's connection before
+// the agent bound it often enough to fail runs ("bind: address already in
+// use"). Below the range only another harness's random pick can collide.
+const (
+	agentPortFloor = 10000
+	agentPortCeil  = 32768 // Linux's default ephemeral range starts here
+)
+
+// agentPortRange is [floor, ceil) clipped below this machine's ephemeral
+// range.
+func agentPortRange() (int, int) {
+	lo, hi := agentPortFloor, agentPortCeil
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var eLo, eHi int
+		if _, err := fmt.Sscan(string(b), &eLo, &eHi); err == nil && eLo > lo+1000 && eLo < hi {
+			hi = eLo
+		}
+	}
+	return lo, hi
+}
+
+// portFree reports whether port is free on 127.0.0.1 for TCP and UDP (serf
+// gossips over both), holding the TCP listener so a caller choosing several
+// ports cannot pick one twice.
+func portFree(port int) (net.Listener, bool) {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, false
+	}
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		l.Close()
+		return nil, false
+	}
+	u.Close()
+	return l, true
+}
+
+// freePorts reserves n distinct free ports on 127.0.0.1 below the ephemeral
+// range. The listeners are held until all ports are chosen; another process
+// may still grab a port before the agent binds it, which is an accepted,
+// now rare, race for tests.
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -114,29 +158,33 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	lo, hi := agentPortRange()
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("reserving a loopback port: %w", err)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			return nil, fmt.Errorf("no %d free loopback ports in [%d, %d)", n, lo, hi)
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		p := lo + mrand.IntN(hi-lo)
+		if l, ok := portFree(p); ok {
+			ls = append(ls, l)
+			ports = append(ports, p)
+		}
 	}
 	return ports, nil
 }
 
-// freePortPair reserves two consecutive free TCP ports and returns the lower.
+// freePortPair reserves two consecutive free ports and returns the lower.
 func freePortPair() (int, error) {
-	for range 50 {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("reserving a loopback port: %w", err)
+	lo, hi := agentPortRange()
+	for range 1000 {
+		p := lo + mrand.IntN(hi-lo-1)
+		l1, ok := portFree(p)
+		if !ok {
+			continue
 		}
-		p := l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
+		l2, ok := portFree(p + 1)
 		l1.Close()
-		if err == nil {
+		if ok {
 			l2.Close()
 			return p, nil
 		}
@@ -527,4 +575,16 @@ func waitFor(ctx context.Context, p *process, what string, check func(context.Co
 func failStart(t testing.TB, p *process, err error) {
 	t.Helper()
 	t.Fatalf("testagents: %s not ready: %v (log: %s)", p.name, err, p.logPath)
+}
+
+// FreeLoopbackAddr returns "127.0.0.1:port" for a server a test starts
+// itself after choosing its address (a child process told where to
+// listen), drawn below the ephemeral range like the agents' ports.
+func FreeLoopbackAddr(t testing.TB) string {
+	t.Helper()
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 }
