@@ -1,6 +1,7 @@
 package router
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -55,6 +56,9 @@ func FuzzModelResponse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, answerBytes []byte) {
 		m := newScriptedModel(t, func(n int, c net.Conn, req *http.Request) bool {
+			// Read the body first: closing with unread bytes makes the
+			// kernel send a reset instead of a clean close.
+			io.Copy(io.Discard, req.Body)
 			if n == 1 {
 				c.Write(answerBytes)
 				return false
@@ -67,9 +71,19 @@ func FuzzModelResponse(f *testing.F) {
 		if resp, _, err := e.tryInvoke("raw", []byte("x")); err == nil && (resp.StatusCode < 200 || resp.StatusCode > 599) {
 			t.Fatalf("router answered status %d", resp.StatusCode)
 		}
-		resp, body, err := e.tryInvoke("raw", []byte("x"))
-		if err != nil || resp.StatusCode != http.StatusOK || string(body) != "ok" {
-			t.Fatalf("router not healthy after a bad answer: %v %v %q", err, resp, body)
+		// A well-framed first answer leaves its connection pooled, and the
+		// model's close can race the next request on it: the router does
+		// not resend a POST it already wrote (neither does net/http), so
+		// one 424 is allowed before the router must answer again.
+		var resp *http.Response
+		var body []byte
+		var err error
+		for attempt := 0; attempt < 2; attempt++ {
+			resp, body, err = e.tryInvoke("raw", []byte("x"))
+			if err == nil && resp.StatusCode == http.StatusOK && string(body) == "ok" {
+				return
+			}
 		}
+		t.Fatalf("router not healthy after a bad answer: %v %v %q", err, resp, body)
 	})
 }
