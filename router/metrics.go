@@ -170,7 +170,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 func (m *metrics) endpointLevel(endpoint string) *variantMetrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := [3]string{endpoint, "", ""}
+	k := seriesKey(endpoint, "", 0)
 	if v, ok := m.variants[k]; ok {
 		return v
 	}
