@@ -31,6 +31,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/s3test"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
@@ -323,7 +324,7 @@ func writeRoutes(t *testing.T, c *consulapi.Client, gen int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.KV().Put(&consulapi.KVPair{Key: router.RoutesKey(endpointName), Value: b}, nil); err != nil {
+	if _, err := c.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey(endpointName), Value: b}, nil); err != nil {
 		t.Fatalf("write routing table: %v", err)
 	}
 }

@@ -2,15 +2,15 @@ package policies
 
 import (
 	"fmt"
+	"github.com/seraihq/serai/contract"
 	"strconv"
 	"time"
 )
 
-// Names of the router's Prometheus series the scaling query reads. They are
-// part of the contract with the router (docs/contracts.md).
+// Names of the router's Prometheus series the scaling query reads.
 const (
-	MetricInvocations      = "serai_router_invocations_total"
-	MetricHealthyInstances = "serai_router_healthy_instances"
+	MetricInvocations      = contract.MetricInvocations
+	MetricHealthyInstances = contract.MetricHealthyInstances
 )
 
 // Defaults follow SageMaker's target-tracking defaults (300 s cooldowns) and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/seraihq/serai/contract"
 	"net/http"
 	"regexp"
 	"slices"
@@ -25,7 +26,7 @@ const (
 	// FetchTask is the only task a model role admits.
 	FetchTask = "fetch-model"
 	// ModelPolicyPrefix starts every per-model policy and role name.
-	ModelPolicyPrefix = "serai-model-"
+	ModelPolicyPrefix = contract.ModelPolicyPrefix
 	// DefaultKVMount is the KV v2 mount store keys live in unless the
 	// store names another.
 	DefaultKVMount = "secret"
@@ -131,13 +132,13 @@ func PolicyName(model string) string { return ModelPolicyPrefix + model }
 func RoleName(model string) string { return ModelPolicyPrefix + model }
 
 // JobIDPattern matches every deployment generation's Nomad job of an
-// endpoint (serai-<endpoint>.g<generation>; scheduler.JobID says why the dot).
+// endpoint (contract.JobIDGlob; contract.JobID says why the dot).
 //
 // Vault globs have only "*", so the pattern for endpoint "churn" also
 // matches the jobs of an endpoint named "churn-gold". serai itself never
 // crosses them (the compiler picks each task's role), but a person allowed
 // to submit Nomad jobs in serai's namespace could; docs/security.md says so.
-func JobIDPattern(endpoint string) string { return "serai-" + endpoint + ".g*" }
+func JobIDPattern(endpoint string) string { return contract.JobIDGlob(endpoint) }
 
 // ModelPolicy is the policy text for a model: read on exactly its store's
 // credential path, nothing else.

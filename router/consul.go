@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"github.com/seraihq/serai/contract"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -171,7 +172,7 @@ func (d *ConsulDiscovery) watchHealth(ctx context.Context, endpoint string, sink
 			if e.Service == nil {
 				continue
 			}
-			variant, gen, model, shadow, ok := ParseTags(e.Service.Tags)
+			tags, ok := contract.ParseTags(e.Service.Tags)
 			if !ok {
 				d.log.Debug("instance without valid variant/generation tags ignored", "endpoint", endpoint, "service_id", e.Service.ID)
 				continue
@@ -190,10 +191,10 @@ func (d *ConsulDiscovery) watchHealth(ctx context.Context, endpoint string, sink
 			insts = append(insts, Instance{
 				ID:         node + "/" + e.Service.ID,
 				Address:    net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
-				Variant:    variant,
-				Generation: gen,
-				Model:      model,
-				Shadow:     shadow,
+				Variant:    tags.Variant,
+				Generation: tags.Generation,
+				Model:      tags.Model,
+				Shadow:     tags.Shadow,
 			})
 		}
 		slices.SortFunc(insts, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })

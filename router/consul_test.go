@@ -12,6 +12,7 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
 )
 
@@ -24,7 +25,7 @@ func putRoutes(t *testing.T, c *consulapi.Client, r *Routes) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.KV().Put(&consulapi.KVPair{Key: RoutesKey(r.Endpoint), Value: b}, nil); err != nil {
+	if _, err := c.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey(r.Endpoint), Value: b}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -44,7 +45,7 @@ func registerModel(t *testing.T, c *consulapi.Client, endpoint, id, addr, varian
 		Name:    ServiceName(endpoint),
 		Address: host,
 		Port:    p,
-		Tags:    []string{TagVariant + variant, TagGeneration + itoa(gen), TagModel + "m-" + variant},
+		Tags:    []string{contract.TagVariant + variant, contract.TagGeneration + itoa(gen), contract.TagModel + "m-" + variant},
 		Check:   &consulapi.AgentServiceCheck{CheckID: "check-" + id, TTL: "10m", Status: consulapi.HealthPassing},
 	})
 	if err != nil {
@@ -173,7 +174,7 @@ func TestConsulDiscoveryFollowsChanges(t *testing.T) {
 	mustStatus(t, resp, body, 503)
 
 	// An invalid table is refused and the previous one kept.
-	if _, err := c.KV().Put(&consulapi.KVPair{Key: RoutesKey("demo"), Value: []byte(`{"version":99}`)}, nil); err != nil {
+	if _, err := c.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey("demo"), Value: []byte(`{"version":99}`)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A later valid write to the same prefix proves the invalid one was
@@ -184,7 +185,7 @@ func TestConsulDiscoveryFollowsChanges(t *testing.T) {
 		t.Fatal("an invalid routing table removed the endpoint")
 	}
 
-	if _, err := c.KV().Delete(RoutesKey("demo"), nil); err != nil {
+	if _, err := c.KV().Delete(contract.RoutesKey("demo"), nil); err != nil {
 		t.Fatal(err)
 	}
 	step("routing table deleted", func() bool { return e.rt.table.Load().endpoints["demo"] == nil })

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"github.com/seraihq/serai/contract"
 	"strconv"
 	"sync"
 	"time"
@@ -81,19 +82,19 @@ var latencyBuckets = []float64{
 }
 
 func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
-	ev := []string{"endpoint", "variant", "generation"}
+	ev := []string{contract.LabelEndpoint, contract.LabelVariant, contract.LabelGeneration}
 	m := &metrics{
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "serai_router_invocations_total", Help: "InvokeEndpoint requests routed to a variant.",
+			Name: contract.MetricInvocations, Help: "InvokeEndpoint requests routed to a variant.",
 		}, ev),
 		errors4xx: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "serai_router_invocation_4xx_errors_total", Help: "Invocations answered with a 4xx status (the model's for model errors, the router's otherwise).",
+			Name: contract.MetricInvocation4xx, Help: "Invocations answered with a 4xx status (the model's for model errors, the router's otherwise).",
 		}, ev),
 		errors5xx: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "serai_router_invocation_5xx_errors_total", Help: "Invocations answered with a 5xx status, including model 5xx, model timeouts and no healthy instance.",
+			Name: contract.MetricInvocation5xx, Help: "Invocations answered with a 5xx status, including model 5xx, model timeouts and no healthy instance.",
 		}, ev),
 		modelLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "serai_router_model_latency_seconds", Help: "Time the model took to answer, as seen from the router (SageMaker ModelLatency).", Buckets: latencyBuckets,
+			Name: contract.MetricModelLatency, Help: "Time the model took to answer, as seen from the router (SageMaker ModelLatency).", Buckets: latencyBuckets,
 		}, ev),
 		overhead: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "serai_router_overhead_latency_seconds", Help: "Time the router added on top of the model (SageMaker OverheadLatency).", Buckets: latencyBuckets,
@@ -102,7 +103,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 			Name: "serai_router_in_flight_requests", Help: "Requests currently being served by a variant.",
 		}, ev),
 		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "serai_router_healthy_instances", Help: "Instances passing their health checks, per variant named in the routing table.",
+			Name: contract.MetricHealthyInstances, Help: "Instances passing their health checks, per variant named in the routing table.",
 		}, ev),
 		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "serai_router_ejected_instances", Help: "Healthy instances currently ejected by outlier detection.",

@@ -10,6 +10,7 @@ package scheduler
 
 import (
 	"fmt"
+	"github.com/seraihq/serai/contract"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,19 +39,6 @@ const (
 	shutdownDelay  = 5 * time.Second
 	fetchCPU       = 200
 	fetchMemoryMB  = 256
-)
-
-// Meta keys on every compiled job.
-const (
-	MetaEndpoint   = "serai.endpoint"
-	MetaConfig     = "serai.endpoint_config"
-	MetaGeneration = "serai.generation"
-	MetaModels     = "serai.models"
-	MetaStrategy   = "serai.deployment_strategy"
-	MetaVariant    = "serai.variant"
-	MetaModel      = "serai.model"
-	MetaWeight     = "serai.weight"
-	MetaShadow     = "serai.shadow"
 )
 
 // Options are the compiler's site settings: where things live on this
@@ -97,21 +85,6 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// JobID names the Nomad job of one endpoint generation. The "." before the
-// generation cannot occur in a name, so the Vault role glob for endpoint e,
-// "serai-e.g*", matches e's jobs and never those of an endpoint whose name
-// merely starts with "e-g" (with "-g" it would: "serai-churn-g*" matches
-// "serai-churn-gold-g1").
-func JobID(endpoint string, generation int) string {
-	return fmt.Sprintf("serai-%s.g%d", endpoint, generation)
-}
-
-// ServiceName is the Consul service every instance of an endpoint joins.
-func ServiceName(endpoint string) string { return "serai-" + endpoint }
-
-// VaultRole is the JWT role (and policy) name of a model's fetch task.
-func VaultRole(model string) string { return "serai-model-" + model }
-
 // GroupName is the task group of a variant.
 func GroupName(v *jobspec.Variant) string {
 	if v.Shadow {
@@ -149,7 +122,7 @@ type compiler struct {
 }
 
 func (c *compiler) job() (*api.Job, error) {
-	id := JobID(c.ep.Name, c.gen)
+	id := contract.JobID(c.ep.Name, c.gen)
 	dcs := c.cfg.Datacenters
 	if len(dcs) == 0 {
 		dcs = []string{"*"}
@@ -176,11 +149,11 @@ func (c *compiler) job() (*api.Job, error) {
 		Priority:    ptr(c.opts.Priority),
 		Datacenters: dcs,
 		Meta: map[string]string{
-			MetaEndpoint:   c.ep.Name,
-			MetaConfig:     c.cfg.Name,
-			MetaGeneration: strconv.Itoa(c.gen),
-			MetaModels:     strings.Join(models, ","),
-			MetaStrategy:   strategy,
+			contract.MetaEndpoint:   c.ep.Name,
+			contract.MetaConfig:     c.cfg.Name,
+			contract.MetaGeneration: strconv.Itoa(c.gen),
+			contract.MetaModels:     strings.Join(models, ","),
+			contract.MetaStrategy:   strategy,
 		},
 		Update: &api.UpdateStrategy{
 			MaxParallel:      ptr(1),
@@ -262,8 +235,8 @@ func (c *compiler) group(v *jobspec.Variant, dcs []string) (*api.TaskGroup, erro
 		Name:  ptr(name),
 		Count: ptr(v.Count()),
 		Meta: map[string]string{
-			MetaVariant: v.Name,
-			MetaModel:   v.Model,
+			contract.MetaVariant: v.Name,
+			contract.MetaModel:   v.Model,
 		},
 		Networks: []*api.NetworkResource{{DynamicPorts: []api.Port{port}}},
 		Services: []*api.Service{c.service(v)},
@@ -289,9 +262,9 @@ func (c *compiler) group(v *jobspec.Variant, dcs []string) (*api.TaskGroup, erro
 		},
 	}
 	if v.Shadow {
-		g.Meta[MetaShadow] = "true"
+		g.Meta[contract.MetaShadow] = "true"
 	} else {
-		g.Meta[MetaWeight] = strconv.FormatFloat(v.EffectiveWeight(), 'g', -1, 64)
+		g.Meta[contract.MetaWeight] = strconv.FormatFloat(v.EffectiveWeight(), 'g', -1, 64)
 	}
 	if v.Count() >= 2 && len(dcs) >= 2 && !contains(dcs, "*") {
 		g.Spreads = []*api.Spread{
@@ -348,17 +321,10 @@ func evenTargets(dcs []string) []*api.SpreadTarget {
 }
 
 func (c *compiler) service(v *jobspec.Variant) *api.Service {
-	tags := []string{
-		"variant=" + v.Name,
-		"generation=" + strconv.Itoa(c.gen),
-		"model=" + v.Model,
-	}
-	if v.Shadow {
-		tags = append(tags, "shadow=true")
-	}
+	tags := contract.InstanceTags{Variant: v.Name, Generation: c.gen, Model: v.Model, Shadow: v.Shadow}.Format()
 	startup := dur(c.spec.Models[v.Model].StartupTimeout, jobspec.DefaultStartupTimeout)
 	return &api.Service{
-		Name:      ServiceName(c.ep.Name),
+		Name:      contract.ServiceName(c.ep.Name),
 		Provider:  "consul",
 		PortLabel: PortLabel,
 		Tags:      tags,
@@ -397,7 +363,7 @@ func (c *compiler) fetchTask(m *jobspec.Model) (*api.Task, error) {
 		Lifecycle:   &api.TaskLifecycle{Hook: api.TaskLifecycleHookPrestart, Sidecar: false},
 		KillTimeout: ptr(10 * time.Second),
 		Resources:   &api.Resources{CPU: ptr(fetchCPU), MemoryMB: ptr(fetchMemoryMB)},
-		Meta:        map[string]string{MetaModel: m.Name},
+		Meta:        map[string]string{contract.MetaModel: m.Name},
 	}
 	if m.Image != "" {
 		t.Driver = "docker"
@@ -415,7 +381,7 @@ func (c *compiler) fetchTask(m *jobspec.Model) (*api.Task, error) {
 		// task's env and files, and the template renders the store keys into
 		// this task's environment alone.
 		t.Vault = &api.Vault{
-			Role:        VaultRole(m.Name),
+			Role:        contract.VaultRole(m.Name),
 			ChangeMode:  ptr("noop"),
 			Env:         ptr(false),
 			DisableFile: ptr(true),
@@ -507,7 +473,7 @@ func (c *compiler) modelTask(v *jobspec.Variant, m *jobspec.Model) (*api.Task, e
 		Resources:   res,
 		KillSignal:  "SIGTERM",
 		KillTimeout: ptr(killTimeout),
-		Meta:        map[string]string{MetaModel: m.Name, MetaVariant: v.Name},
+		Meta:        map[string]string{contract.MetaModel: m.Name, contract.MetaVariant: v.Name},
 	}
 	if m.Image != "" {
 		env["SM_MODEL_DIR"] = ModelDirInTask

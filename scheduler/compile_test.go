@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"github.com/seraihq/serai/contract"
 	"net"
 	"os"
 	"os/exec"
@@ -169,7 +170,7 @@ func TestScalingPolicyRoundTrip(t *testing.T) {
 func TestCompiledShape(t *testing.T) {
 	_, jobs := compileFile(t, "../examples/two-variants.hcl")
 	job := decodeJob(t, jobs["churn"])
-	if *job.ID != "serai-churn.g1" || job.Meta[MetaEndpoint] != "churn" || job.Meta[MetaConfig] != "churn-2026-11-26" || job.Meta[MetaGeneration] != "1" {
+	if *job.ID != "serai-churn.g1" || job.Meta[contract.MetaEndpoint] != "churn" || job.Meta[contract.MetaConfig] != "churn-2026-11-26" || job.Meta[contract.MetaGeneration] != "1" {
 		t.Fatalf("job id/meta = %s %v", *job.ID, job.Meta)
 	}
 	g := group(t, job, "champion")

@@ -1,4 +1,4 @@
-package router
+package contract
 
 import (
 	"bytes"
@@ -91,16 +91,64 @@ func TestDecodeRoutesRejects(t *testing.T) {
 }
 
 func TestParseTags(t *testing.T) {
-	v, g, m, sh, ok := ParseTags([]string{"model=m1", "variant=a", "generation=12", "other"})
-	if !ok || v != "a" || g != 12 || m != "m1" || sh {
-		t.Errorf("got %q %d %q %v %v", v, g, m, sh, ok)
+	got, ok := ParseTags([]string{"model=m1", "variant=a", "generation=12", "other"})
+	if !ok || got != (InstanceTags{Variant: "a", Generation: 12, Model: "m1"}) {
+		t.Errorf("got %+v %v", got, ok)
 	}
-	if _, _, _, sh, ok := ParseTags([]string{"variant=s", "generation=1", "shadow=true"}); !ok || !sh {
+	if got, ok := ParseTags([]string{"variant=s", "generation=1", "shadow=true"}); !ok || !got.Shadow {
 		t.Error("shadow tag not read")
 	}
-	for _, tags := range [][]string{{"variant=a"}, {"generation=1"}, {"variant=a", "generation=x"}, {"variant=a", "generation=0"}, {"variant=_", "generation=1"}} {
-		if _, _, _, _, ok := ParseTags(tags); ok {
+	for _, tags := range [][]string{{"variant=a"}, {"generation=1"}, {"variant=a", "generation=x"}, {"variant=a", "generation=0"}, {"variant=_", "generation=1"}, {"variant=a", "generation=+1"}} {
+		if _, ok := ParseTags(tags); ok {
 			t.Errorf("%v accepted", tags)
 		}
 	}
+}
+
+// The compiler formats, routers parse: every instance the compiler can
+// describe reads back unchanged.
+func TestTagsRoundTrip(t *testing.T) {
+	for _, in := range []InstanceTags{
+		{Variant: "a", Generation: 1, Model: "m"},
+		{Variant: "shadow-b", Generation: 123456789, Model: "m-2", Shadow: true},
+	} {
+		got, ok := ParseTags(in.Format())
+		if !ok || got != in {
+			t.Errorf("%+v -> %v -> %+v (%v)", in, in.Format(), got, ok)
+		}
+	}
+}
+
+func TestJobIDRoundTrip(t *testing.T) {
+	for _, c := range []struct {
+		ep  string
+		gen int
+	}{{"churn", 1}, {"churn-gold", 12}, {"a", 999999999}, {"g1", 3}} {
+		id := JobID(c.ep, c.gen)
+		ep, gen, ok := ParseJobID(id)
+		if !ok || ep != c.ep || gen != c.gen {
+			t.Errorf("%s -> %q %d %v", id, ep, gen, ok)
+		}
+		if !globMatch(JobIDGlob(c.ep), id) {
+			t.Errorf("glob %s does not match %s", JobIDGlob(c.ep), id)
+		}
+	}
+	// One endpoint's glob never admits another's jobs.
+	if globMatch(JobIDGlob("churn"), JobID("churn-gold", 1)) {
+		t.Error("churn's glob admits churn-gold")
+	}
+	for _, bad := range []string{"serai-churn", "serai-.g1", "serai-churn.g0", "serai-churn.gx", "other-churn.g1", "serai-churn.g1x", "serai-churn.g01x"} {
+		if _, _, ok := ParseJobID(bad); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+// globMatch is Vault's glob: "*" only, at the end here.
+func globMatch(glob, s string) bool {
+	prefix, star := strings.CutSuffix(glob, "*")
+	if !star {
+		return glob == s
+	}
+	return strings.HasPrefix(s, prefix)
 }

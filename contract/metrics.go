@@ -1,0 +1,26 @@
+package contract
+
+// Router metric names other parts query: the compiled scaling policies
+// (through the Nomad Autoscaler's Prometheus source) and the control
+// plane's auto-rollback (scraping the routers directly). The router defines
+// its series with these names; renaming one silently breaks scaling and
+// rollback, so they live here.
+const (
+	// MetricInvocations counts invocations routed to a variant.
+	MetricInvocations = "serai_router_invocations_total"
+	// MetricInvocation5xx counts invocations answered 5xx.
+	MetricInvocation5xx = "serai_router_invocation_5xx_errors_total"
+	// MetricInvocation4xx counts invocations answered 4xx.
+	MetricInvocation4xx = "serai_router_invocation_4xx_errors_total"
+	// MetricModelLatency is the model latency histogram (seconds).
+	MetricModelLatency = "serai_router_model_latency_seconds"
+	// MetricHealthyInstances is the per-variant healthy instance gauge.
+	MetricHealthyInstances = "serai_router_healthy_instances"
+)
+
+// Labels every per-variant router series carries.
+const (
+	LabelEndpoint   = "endpoint"
+	LabelVariant    = "variant"
+	LabelGeneration = "generation"
+)
