@@ -1,0 +1,142 @@
+package records
+
+import (
+	"time"
+
+	"github.com/seraihq/serai/server/smapi"
+)
+
+// Model is a CreateModel request as accepted, with its identity. Models are
+// immutable; only Tags change.
+type Model struct {
+	Name         string                 `json:"name"`
+	ARN          string                 `json:"arn"`
+	CreationTime time.Time              `json:"creation_time"`
+	Spec         smapi.CreateModelInput `json:"spec"` // Spec.Tags is always empty: see Tags
+	Tags         []smapi.Tag            `json:"tags,omitempty"`
+}
+
+// EndpointConfig is a CreateEndpointConfig request as accepted. Immutable
+// but for Tags.
+type EndpointConfig struct {
+	Name         string                          `json:"name"`
+	ARN          string                          `json:"arn"`
+	CreationTime time.Time                       `json:"creation_time"`
+	Spec         smapi.CreateEndpointConfigInput `json:"spec"` // Spec.Tags is always empty
+	Tags         []smapi.Tag                     `json:"tags,omitempty"`
+}
+
+// Operation kinds an endpoint can be in the middle of.
+const (
+	OpCreate  = "create"
+	OpUpdate  = "update"
+	OpWeights = "weights"
+	OpDelete  = "delete"
+)
+
+// Endpoint is an endpoint's desired state, what is live, and the operation
+// under way. The API handlers start operations (set Op and Status); the
+// reconciler carries them out step by step, writing the record before each
+// effect that depends on it, so a reconciler restarted anywhere resumes
+// from the record alone.
+type Endpoint struct {
+	Name             string      `json:"name"`
+	ARN              string      `json:"arn"`
+	CreationTime     time.Time   `json:"creation_time"`
+	LastModifiedTime time.Time   `json:"last_modified_time"`
+	Tags             []smapi.Tag `json:"tags,omitempty"`
+
+	// ConfigName is the config the endpoint runs once no operation is
+	// under way (the last successfully deployed one).
+	ConfigName string `json:"config_name"`
+	// Deployment is the policy updates follow (CreateEndpoint's or the
+	// last UpdateEndpoint's, as SageMaker retains it).
+	Deployment   *smapi.DeploymentConfig `json:"deployment,omitempty"`
+	AutoRollback *smapi.AutoRollback     `json:"auto_rollback,omitempty"`
+
+	Status        string               `json:"status"`
+	FailureReason string               `json:"failure_reason,omitempty"`
+	History       []smapi.StatusChange `json:"history,omitempty"`
+
+	// Generations are the Nomad jobs that exist for this endpoint (one
+	// normally, two during a blue/green update), with the traffic share
+	// the routing table gives each. The routing table is written from
+	// these after the record is: no generation takes traffic without the
+	// record saying so.
+	Generations []Generation `json:"generations,omitempty"`
+	// NextGeneration is the number the next new generation gets; never
+	// reused, so a job ID is never reused either.
+	NextGeneration int `json:"next_generation"`
+
+	Op *Operation `json:"op,omitempty"`
+}
+
+// Generation is one Nomad job of the endpoint.
+type Generation struct {
+	Generation int     `json:"generation"`
+	ConfigName string  `json:"config_name"`
+	Weight     float64 `json:"weight"` // share of the endpoint's traffic
+	// Variants hold the variant weights inside this generation (set from
+	// the config, changed by UpdateEndpointWeightsAndCapacities).
+	Variants []VariantWeight `json:"variants"`
+}
+
+// VariantWeight is a production variant's weight within its generation.
+type VariantWeight struct {
+	Name   string  `json:"name"`
+	Weight float64 `json:"weight"`
+}
+
+// Operation is the work under way on an endpoint.
+type Operation struct {
+	Kind      string    `json:"kind"`
+	Phase     string    `json:"phase"`
+	StartTime time.Time `json:"start_time"`
+	// PhaseStart is when the current phase (or traffic step) began.
+	PhaseStart time.Time `json:"phase_start"`
+	// ConfigName is the config being deployed (create, update).
+	ConfigName string `json:"config_name,omitempty"`
+	// Target is the generation being deployed; From the one it replaces.
+	Target int `json:"target,omitempty"`
+	From   int `json:"from,omitempty"`
+	// Step counts traffic steps taken (canary: 1 after the canary share,
+	// linear: one per step).
+	Step int `json:"step,omitempty"`
+	// Policy is the deployment policy this update follows.
+	Policy *smapi.DeploymentConfig `json:"policy,omitempty"`
+	// AutoRollback thresholds this update is judged by.
+	AutoRollback *smapi.AutoRollback `json:"auto_rollback,omitempty"`
+	// Weights is UpdateEndpointWeightsAndCapacities' request.
+	Weights []smapi.DesiredWeightAndCapacity `json:"weights,omitempty"`
+	// Reason says why a rollback happened (kept for FailureReason).
+	Reason string `json:"reason,omitempty"`
+	// Attempts counts consecutive failed attempts at the current phase
+	// (for back-off and FailureReason).
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// SetStatus changes the status and appends to the history when it changes.
+func (e *Endpoint) SetStatus(status, reason string, now time.Time) {
+	if e.Status == status && (len(e.History) > 0 && e.History[len(e.History)-1].Reason == reason) {
+		return
+	}
+	e.Status = status
+	e.LastModifiedTime = now
+	e.History = append(e.History, smapi.StatusChange{Status: status, Time: smapi.NewTime(now), Reason: reason})
+	if len(e.History) > maxHistory {
+		e.History = e.History[len(e.History)-maxHistory:]
+	}
+}
+
+const maxHistory = 50
+
+// Generation returns the live generation numbered g, or nil.
+func (e *Endpoint) Generation(g int) *Generation {
+	for i := range e.Generations {
+		if e.Generations[i].Generation == g {
+			return &e.Generations[i]
+		}
+	}
+	return nil
+}
