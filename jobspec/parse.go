@@ -181,3 +181,11 @@ func SortedNames[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Validate checks a Spec built by other means than parsing (the control
+// plane builds one from API records) with the same rules Parse applies.
+// Diagnostics have no source position then; their Detail names the object
+// and field.
+func Validate(s *Spec) hcl.Diagnostics {
+	return sortDiags(validate(s))
+}
