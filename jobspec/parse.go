@@ -189,3 +189,21 @@ func SortedNames[V any](m map[string]V) []string {
 func Validate(s *Spec) hcl.Diagnostics {
 	return sortDiags(validate(s))
 }
+
+// Details lists the errors' texts without source positions, for callers
+// whose input was not a file (the API): each Detail already names the
+// object and field.
+func Details(diags hcl.Diagnostics) []string {
+	var out []string
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		if d.Detail != "" {
+			out = append(out, d.Detail)
+		} else {
+			out = append(out, d.Summary)
+		}
+	}
+	return out
+}

@@ -79,6 +79,15 @@ type Generation struct {
 	// Variants hold the variant weights inside this generation (set from
 	// the config, changed by UpdateEndpointWeightsAndCapacities).
 	Variants []VariantWeight `json:"variants"`
+	// Shadows are the config's shadow variants and the share of requests
+	// mirrored to each.
+	Shadows []ShadowSampling `json:"shadows,omitempty"`
+}
+
+// ShadowSampling is a shadow variant's mirrored share (percent, 0..100].
+type ShadowSampling struct {
+	Name            string  `json:"name"`
+	SamplingPercent float64 `json:"sampling_percent"`
 }
 
 // VariantWeight is a production variant's weight within its generation.
@@ -114,6 +123,27 @@ type Operation struct {
 	// (for back-off and FailureReason).
 	Attempts  int    `json:"attempts,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// Baseline holds each router's counters when the current bake began,
+	// so rollback judges only what the new generation did since.
+	Baseline map[string]MetricSample `json:"baseline,omitempty"`
+}
+
+// MetricSample is one router's cumulative series for one generation of an
+// endpoint (summed over its variants).
+type MetricSample struct {
+	Invocations float64 `json:"invocations"`
+	Errors5xx   float64 `json:"errors_5xx"`
+	// Latency is the model-latency histogram: cumulative counts per
+	// finite upper bound (seconds), ascending; LatencyCount is the +Inf
+	// bucket (JSON has no infinity).
+	Latency      []Bucket `json:"latency,omitempty"`
+	LatencyCount float64  `json:"latency_count"`
+}
+
+// Bucket is one cumulative histogram bucket.
+type Bucket struct {
+	UpperBound float64 `json:"le"`
+	Count      float64 `json:"count"`
 }
 
 // SetStatus changes the status and appends to the history when it changes.

@@ -1,0 +1,18 @@
+// Package reconcile is the control plane's reconciler: it carries out the
+// operation recorded on each endpoint (create, blue/green update with
+// traffic shifting, baking and metric-gated rollback, weight and capacity
+// changes, delete) one idempotent step at a time, and publishes SageMaker's
+// endpoint status.
+//
+// Every step first writes the endpoint record (check-and-set), then acts on
+// the cluster, so a reconciler restarted anywhere resumes from the record:
+// re-registering a job, rewriting a routing table or stopping a stopped job
+// are all harmless. The routing table is derived from the record alone, so
+// no generation takes traffic without the record saying so.
+//
+// It talks to the cluster only through the small interfaces in
+// interfaces.go (Nomad, Instances, Routes, Vault, Metrics); the real
+// adapters live in server/cluster. It must not serve the API, hold the
+// leader lock (server does), or touch the router's internals: the routing
+// table in contract is its only channel to the data plane.
+package reconcile

@@ -1,0 +1,925 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/seraihq/serai/contract"
+	"github.com/seraihq/serai/jobspec"
+	"github.com/seraihq/serai/policies"
+	"github.com/seraihq/serai/scheduler"
+	"github.com/seraihq/serai/server/records"
+	"github.com/seraihq/serai/server/smapi"
+	"github.com/seraihq/serai/server/translate"
+)
+
+// Phases of an operation, in the order they run. Each is one idempotent
+// step; the record names the phase to resume at.
+const (
+	PhaseStart       = "start"
+	PhaseRegister    = "register"
+	PhaseWaitHealthy = "wait-healthy"
+	PhaseActivate    = "activate"
+	PhaseShift       = "shift"
+	PhaseBake        = "bake"
+	PhaseTermWait    = "terminate-wait"
+	PhaseRetire      = "retire"
+	PhaseRollback    = "rollback"
+	PhaseFail        = "fail"
+	PhaseScale       = "scale"
+	PhaseDrain       = "drain"
+	PhaseStop        = "stop"
+)
+
+// Config wires a Reconciler.
+type Config struct {
+	Store     records.Store
+	Nomad     Nomad
+	Instances Instances
+	Routes    Routes
+	// Vault may be nil when no model uses an artifact store (https or
+	// file artifacts); a model that needs Vault then fails to deploy with
+	// a reason saying so.
+	Vault   Vault
+	Metrics Metrics
+	// Compile holds the compiler's site options.
+	Compile scheduler.Options
+	Logger  hclog.Logger
+	// Now is the clock (tests move it).
+	Now func() time.Time
+	// Tick is how often every endpoint with an operation is stepped.
+	Tick time.Duration
+	// DrainPeriod is how long a deleted endpoint's instances keep running
+	// after its routing table is gone, for requests already in flight.
+	DrainPeriod time.Duration
+	// HealthTimeout bounds how long a new generation may take to become
+	// healthy when Nomad reports neither success nor failure.
+	HealthTimeout time.Duration
+	// Backoff is the first retry delay after a failed step; it doubles up
+	// to MaxBackoff.
+	Backoff, MaxBackoff time.Duration
+}
+
+// DefaultConfig returns the defaults for the timing fields.
+func DefaultConfig() Config {
+	return Config{
+		Tick:          time.Second,
+		DrainPeriod:   5 * time.Second,
+		HealthTimeout: 20 * time.Minute,
+		Backoff:       time.Second,
+		MaxBackoff:    30 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Tick <= 0 {
+		c.Tick = d.Tick
+	}
+	if c.DrainPeriod <= 0 {
+		c.DrainPeriod = d.DrainPeriod
+	}
+	if c.HealthTimeout <= 0 {
+		c.HealthTimeout = d.HealthTimeout
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = d.Backoff
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = d.MaxBackoff
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports missing dependencies.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Store.KV == nil {
+		errs = append(errs, errors.New("reconcile: Store is required"))
+	}
+	if c.Nomad == nil || c.Instances == nil || c.Routes == nil || c.Metrics == nil {
+		errs = append(errs, errors.New("reconcile: Nomad, Instances, Routes and Metrics are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Reconciler drives endpoints to their recorded state. Run it on the
+// leader only.
+type Reconciler struct {
+	cfg Config
+	log hclog.Logger
+
+	mu sync.Mutex
+	// published is the routing table last written per endpoint (encoded);
+	// empty after a restart, so the first step of each endpoint rewrites
+	// its table from the record.
+	published map[string]string
+	retry     map[string]retryState
+}
+
+type retryState struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// New returns a Reconciler.
+func New(cfg Config) (*Reconciler, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger.Named("reconcile"), published: map[string]string{}, retry: map[string]retryState{}}, nil
+}
+
+// Run steps every endpoint each Tick until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Tick)
+	defer t.Stop()
+	for {
+		r.Pass(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Pass steps every endpoint once. Endpoints are independent: one failing
+// does not hold the others back.
+func (r *Reconciler) Pass(ctx context.Context) {
+	eps, _, err := records.List[records.Endpoint](ctx, r.cfg.Store, records.KindEndpoint)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("listing endpoints failed; will retry", "error", err)
+		}
+		return
+	}
+	for _, ep := range eps {
+		if ctx.Err() != nil {
+			return
+		}
+		if !r.due(ep.Name) {
+			continue
+		}
+		err := r.Step(ctx, ep.Name)
+		r.settle(ep.Name, err)
+		if err != nil && ctx.Err() == nil && !errors.Is(err, records.ErrConflict) {
+			r.log.Warn("step failed; will retry with back-off", "endpoint", ep.Name, "error", err)
+		}
+	}
+}
+
+func (r *Reconciler) due(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.cfg.Now().Before(r.retry[name].next)
+}
+
+func (r *Reconciler) settle(name string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil || errors.Is(err, records.ErrConflict) {
+		delete(r.retry, name)
+		return
+	}
+	st := r.retry[name]
+	if st.delay == 0 {
+		st.delay = r.cfg.Backoff
+	} else if st.delay *= 2; st.delay > r.cfg.MaxBackoff {
+		st.delay = r.cfg.MaxBackoff
+	}
+	st.next = r.cfg.Now().Add(st.delay)
+	r.retry[name] = st
+}
+
+// work is one endpoint record being stepped, with the index it was read at.
+type work struct {
+	ep  *records.Endpoint
+	idx uint64
+}
+
+// save writes the record back (check-and-set), then brings the routing
+// table in line with it.
+func (r *Reconciler) save(ctx context.Context, w *work) error {
+	w.ep.LastModifiedTime = r.cfg.Now()
+	if err := r.cfg.Store.Put(ctx, records.KindEndpoint, w.ep.Name, w.ep, w.idx); err != nil {
+		return err
+	}
+	_, idx, err := r.cfg.Store.KV.Get(ctx, records.KindEndpoint.Key(w.ep.Name))
+	if err != nil {
+		return err
+	}
+	w.idx = idx
+	return r.publish(ctx, w.ep)
+}
+
+// Step carries the endpoint's operation one phase forward, as far as it
+// can go without waiting.
+func (r *Reconciler) Step(ctx context.Context, name string) error {
+	w := &work{ep: &records.Endpoint{}}
+	idx, err := r.cfg.Store.Get(ctx, records.KindEndpoint, name, w.ep)
+	if errors.Is(err, records.ErrNotFound) {
+		r.forget(name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	w.idx = idx
+	// Whatever happened before (a crash between a record write and the
+	// table write), the table follows the record before anything else.
+	if err := r.publish(ctx, w.ep); err != nil {
+		return err
+	}
+	// Several phases may complete in one step (start → register, say);
+	// stop when a phase has to wait.
+	for i := 0; i < 10 && w.ep.Op != nil; i++ {
+		before := w.ep.Op.Phase
+		kind := w.ep.Op.Kind
+		if err := r.phase(ctx, w); err != nil {
+			return err
+		}
+		if w.ep.Op == nil || (w.ep.Op.Phase == before && w.ep.Op.Kind == kind) {
+			break
+		}
+	}
+	return nil
+}
+
+func (r *Reconciler) forget(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.published, name)
+	delete(r.retry, name)
+}
+
+func (r *Reconciler) phase(ctx context.Context, w *work) error {
+	op := w.ep.Op
+	switch op.Kind {
+	case records.OpCreate, records.OpUpdate:
+		return r.deploy(ctx, w)
+	case records.OpWeights:
+		return r.weights(ctx, w)
+	case records.OpDelete:
+		return r.delete(ctx, w)
+	}
+	return fmt.Errorf("endpoint %s: unknown operation %q", w.ep.Name, op.Kind)
+}
+
+// setPhase moves to phase p, starting its clock.
+func (r *Reconciler) setPhase(w *work, p string) {
+	w.ep.Op.Phase = p
+	w.ep.Op.PhaseStart = r.cfg.Now()
+	w.ep.Op.Attempts = 0
+	w.ep.Op.LastError = ""
+}
+
+// deploy runs create and update: a new generation beside the old,
+// traffic shifted by the policy, baked, the old one retired.
+func (r *Reconciler) deploy(ctx context.Context, w *work) error {
+	ep, op := w.ep, w.ep.Op
+	now := r.cfg.Now()
+	switch op.Phase {
+	case PhaseStart:
+		cfg, err := r.config(ctx, op.ConfigName)
+		if err != nil {
+			return r.abort(ctx, w, fmt.Sprintf("endpoint config %q cannot be read: %v", op.ConfigName, err))
+		}
+		if ep.NextGeneration < 1 {
+			ep.NextGeneration = 1
+		}
+		op.Target = ep.NextGeneration
+		ep.NextGeneration++
+		if op.Kind == records.OpUpdate {
+			if live := liveGeneration(ep); live != nil {
+				op.From = live.Generation
+			}
+		}
+		ep.Generations = append(ep.Generations, newGeneration(op.Target, cfg))
+		r.setPhase(w, PhaseRegister)
+		return r.save(ctx, w)
+
+	case PhaseRegister:
+		job, models, err := r.compile(ctx, ep.Name, op.Target, op.ConfigName, ep.Deployment)
+		if err != nil {
+			return r.failDeploy(ctx, w, err.Error())
+		}
+		if err := r.ensureVault(ctx, ep.Name, models); err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		if err := r.cfg.Nomad.Register(ctx, job); err != nil {
+			var warn *scheduler.RegisterWarning
+			if !errors.As(err, &warn) {
+				return r.noteError(ctx, w, err)
+			}
+			r.log.Warn("job registered with warnings", "job", *job.ID, "warnings", warn.Warnings)
+		}
+		r.log.Info("generation registered", "endpoint", ep.Name, "job", *job.ID)
+		r.setPhase(w, PhaseWaitHealthy)
+		return r.save(ctx, w)
+
+	case PhaseWaitHealthy:
+		healthy, reason, err := r.healthy(ctx, ep.Name, op.Target)
+		if err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		switch {
+		case reason != "":
+			return r.failDeploy(ctx, w, reason)
+		case !healthy && now.Sub(op.PhaseStart) > r.healthTimeout(op):
+			return r.failDeploy(ctx, w, fmt.Sprintf("generation %d (%s) did not become healthy within %s", op.Target, contract.JobID(ep.Name, op.Target), r.healthTimeout(op)))
+		case !healthy:
+			return nil
+		}
+		if op.Kind == records.OpCreate {
+			r.setPhase(w, PhaseActivate)
+			if g := ep.Generation(op.Target); g != nil {
+				g.Weight = 1
+			}
+			return r.save(ctx, w)
+		}
+		op.Step = 0
+		r.setPhase(w, PhaseShift)
+		return r.save(ctx, w)
+
+	case PhaseActivate:
+		ep.ConfigName = op.ConfigName
+		ep.Op = nil
+		ep.FailureReason = ""
+		ep.SetStatus(smapi.StatusInService, "", now)
+		return r.save(ctx, w)
+
+	case PhaseShift:
+		share := targetShare(op.Policy, op.Step)
+		if from := ep.Generation(op.From); from != nil {
+			from.Weight = 1 - share
+		}
+		if to := ep.Generation(op.Target); to != nil {
+			to.Weight = share
+		}
+		if op.Step == 0 {
+			// Judge everything the new generation does from its first
+			// traffic on: take its counters once, before it has any.
+			base, err := r.cfg.Metrics.Sample(ctx, ep.Name, op.Target)
+			if err != nil {
+				return r.noteError(ctx, w, fmt.Errorf("router metrics for the bake baseline: %w", err))
+			}
+			op.Baseline = base
+		}
+		r.setPhase(w, PhaseBake)
+		r.log.Info("traffic shifted", "endpoint", ep.Name, "generation", op.Target, "share", share)
+		return r.save(ctx, w)
+
+	case PhaseBake, PhaseTermWait:
+		if reason, err := r.judge(ctx, ep.Name, op); err != nil {
+			r.log.Warn("cannot judge the bake; continuing", "endpoint", ep.Name, "error", err)
+		} else if reason != "" {
+			op.Reason = reason
+			r.setPhase(w, PhaseRollback)
+			return r.save(ctx, w)
+		}
+		if _, reason, err := r.healthy(ctx, ep.Name, op.Target); err == nil && reason != "" {
+			op.Reason = reason
+			r.setPhase(w, PhaseRollback)
+			return r.save(ctx, w)
+		}
+		elapsed := now.Sub(op.PhaseStart)
+		if op.Phase == PhaseBake {
+			if elapsed < waitInterval(op.Policy) {
+				return nil
+			}
+			if targetShare(op.Policy, op.Step) < 1 {
+				op.Step++
+				r.setPhase(w, PhaseShift)
+				return r.save(ctx, w)
+			}
+			r.setPhase(w, PhaseTermWait)
+			return r.save(ctx, w)
+		}
+		if elapsed < terminationWait(op.Policy) {
+			return nil
+		}
+		// Drop the old generation from the record (and so from the
+		// table); op.From still names its job until it is stopped.
+		ep.Generations = without(ep.Generations, op.From)
+		ep.ConfigName = op.ConfigName
+		r.setPhase(w, PhaseRetire)
+		return r.save(ctx, w)
+
+	case PhaseRetire:
+		if op.From > 0 {
+			if err := r.cfg.Nomad.Stop(ctx, contract.JobID(ep.Name, op.From)); err != nil {
+				return r.noteError(ctx, w, err)
+			}
+		}
+		if err := r.refreshVaultFor(ctx, ep.Name); err != nil {
+			r.log.Warn("vault roles not refreshed after retiring a generation", "endpoint", ep.Name, "error", err)
+		}
+		ep.Op = nil
+		ep.FailureReason = ""
+		ep.SetStatus(smapi.StatusInService, "", now)
+		r.log.Info("update complete", "endpoint", ep.Name, "generation", op.Target)
+		return r.save(ctx, w)
+
+	case PhaseRollback:
+		if ep.Status != smapi.StatusRollingBack {
+			if from := ep.Generation(op.From); from != nil {
+				from.Weight = 1
+			}
+			if to := ep.Generation(op.Target); to != nil {
+				to.Weight = 0
+			}
+			ep.SetStatus(smapi.StatusRollingBack, op.Reason, now)
+			r.log.Warn("rolling back", "endpoint", ep.Name, "generation", op.Target, "reason", op.Reason)
+			return r.save(ctx, w)
+		}
+		if err := r.cfg.Nomad.Stop(ctx, contract.JobID(ep.Name, op.Target)); err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		ep.Generations = without(ep.Generations, op.Target)
+		ep.Op = nil
+		ep.FailureReason = "Update rolled back: " + op.Reason
+		ep.SetStatus(smapi.StatusInService, ep.FailureReason, now)
+		return r.save(ctx, w)
+
+	case PhaseFail:
+		if err := r.cfg.Nomad.Stop(ctx, contract.JobID(ep.Name, op.Target)); err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		ep.Generations = without(ep.Generations, op.Target)
+		ep.Op = nil
+		ep.FailureReason = op.Reason
+		ep.SetStatus(smapi.StatusFailed, op.Reason, now)
+		return r.save(ctx, w)
+	}
+	return fmt.Errorf("endpoint %s: unknown phase %q of %s", ep.Name, op.Phase, op.Kind)
+}
+
+// failDeploy ends a deployment whose new generation cannot serve: an
+// update rolls back to the old generation, a create fails.
+func (r *Reconciler) failDeploy(ctx context.Context, w *work, reason string) error {
+	op := w.ep.Op
+	op.Reason = reason
+	if op.Kind == records.OpUpdate && op.From > 0 {
+		r.setPhase(w, PhaseRollback)
+	} else {
+		r.setPhase(w, PhaseFail)
+	}
+	return r.save(ctx, w)
+}
+
+// abort ends an operation that cannot even start.
+func (r *Reconciler) abort(ctx context.Context, w *work, reason string) error {
+	w.ep.Op = nil
+	w.ep.FailureReason = reason
+	status := smapi.StatusFailed
+	if liveGeneration(w.ep) != nil {
+		status = smapi.StatusInService
+	}
+	w.ep.SetStatus(status, reason, r.cfg.Now())
+	return r.save(ctx, w)
+}
+
+// noteError records a transient failure on the record (so describe shows
+// it) and returns it for back-off.
+func (r *Reconciler) noteError(ctx context.Context, w *work, err error) error {
+	w.ep.Op.Attempts++
+	w.ep.Op.LastError = err.Error()
+	if serr := r.save(ctx, w); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
+
+func (r *Reconciler) healthTimeout(op *records.Operation) time.Duration {
+	if op.Policy != nil && op.Policy.BlueGreenUpdatePolicy != nil && op.Policy.BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds != nil {
+		if d := time.Duration(*op.Policy.BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds) * time.Second; d > 0 {
+			return d
+		}
+	}
+	return r.cfg.HealthTimeout
+}
+
+// healthy says whether generation gen of endpoint is fully up: Nomad's
+// deployment succeeded and Consul has at least the desired number of
+// passing instances of every group (what routers will see). reason is set
+// when it failed for good.
+func (r *Reconciler) healthy(ctx context.Context, endpoint string, gen int) (bool, string, error) {
+	h, err := r.cfg.Nomad.Health(ctx, contract.JobID(endpoint, gen))
+	if err != nil {
+		return false, "", err
+	}
+	if !h.Exists {
+		return false, fmt.Sprintf("job %s is gone from Nomad", contract.JobID(endpoint, gen)), nil
+	}
+	if h.Failed {
+		return false, h.Reason, nil
+	}
+	if !h.Done {
+		return false, "", nil
+	}
+	passing, err := r.cfg.Instances.Passing(ctx, endpoint)
+	if err != nil {
+		return false, "", err
+	}
+	for group, want := range h.Desired {
+		variant := group
+		if len(group) > len(scheduler.ShadowPrefix) && group[:len(scheduler.ShadowPrefix)] == scheduler.ShadowPrefix {
+			variant = group[len(scheduler.ShadowPrefix):]
+		}
+		if passing[GV{gen, variant}] < want {
+			return false, "", nil
+		}
+	}
+	return true, "", nil
+}
+
+// weights carries out UpdateEndpointWeightsAndCapacities on the live
+// generation: weights through the routing table, counts through Nomad's
+// scale API, no allocation restarted.
+func (r *Reconciler) weights(ctx context.Context, w *work) error {
+	ep, op := w.ep, w.ep.Op
+	live := liveGeneration(ep)
+	if live == nil {
+		return r.abort(ctx, w, "no live generation to change")
+	}
+	switch op.Phase {
+	case PhaseStart:
+		for _, d := range op.Weights {
+			if d.DesiredWeight == nil {
+				continue
+			}
+			for i := range live.Variants {
+				if live.Variants[i].Name == d.VariantName {
+					live.Variants[i].Weight = *d.DesiredWeight
+				}
+			}
+		}
+		r.setPhase(w, PhaseScale)
+		return r.save(ctx, w)
+	case PhaseScale:
+		job := contract.JobID(ep.Name, live.Generation)
+		for _, d := range op.Weights {
+			if d.DesiredInstanceCount == nil {
+				continue
+			}
+			if err := r.cfg.Nomad.Scale(ctx, job, d.VariantName, *d.DesiredInstanceCount, "UpdateEndpointWeightsAndCapacities"); err != nil {
+				return r.noteError(ctx, w, err)
+			}
+		}
+		r.setPhase(w, PhaseWaitHealthy)
+		return r.save(ctx, w)
+	case PhaseWaitHealthy:
+		healthy, reason, err := r.healthy(ctx, ep.Name, live.Generation)
+		if err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		now := r.cfg.Now()
+		if !healthy && reason == "" && now.Sub(op.PhaseStart) < r.cfg.HealthTimeout {
+			return nil
+		}
+		ep.Op = nil
+		ep.FailureReason = reason
+		if !healthy && reason == "" {
+			ep.FailureReason = fmt.Sprintf("capacity change not complete within %s", r.cfg.HealthTimeout)
+		}
+		ep.SetStatus(smapi.StatusInService, ep.FailureReason, now)
+		return r.save(ctx, w)
+	}
+	return fmt.Errorf("endpoint %s: unknown phase %q of %s", ep.Name, op.Phase, op.Kind)
+}
+
+// delete drains traffic first (the routing table goes, in-flight requests
+// finish), then stops and purges every job, then removes Vault roles no
+// other endpoint needs, then the record.
+func (r *Reconciler) delete(ctx context.Context, w *work) error {
+	ep, op := w.ep, w.ep.Op
+	switch op.Phase {
+	case PhaseStart:
+		r.setPhase(w, PhaseDrain)
+		return r.save(ctx, w) // publish deletes the table
+	case PhaseDrain:
+		if r.cfg.Now().Sub(op.PhaseStart) < r.cfg.DrainPeriod {
+			return nil
+		}
+		r.setPhase(w, PhaseStop)
+		return r.save(ctx, w)
+	case PhaseStop:
+		// Every job of the endpoint, not just those the record lists: an
+		// operation this delete replaced may have been between retiring
+		// a generation from the record and stopping its job.
+		jobs, err := r.cfg.Nomad.Jobs(ctx, ep.Name)
+		if err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		for _, id := range jobs {
+			if err := r.cfg.Nomad.Stop(ctx, id); err != nil {
+				return r.noteError(ctx, w, err)
+			}
+		}
+		if err := r.refreshVaultFor(ctx, ep.Name); err != nil {
+			return r.noteError(ctx, w, err)
+		}
+		if err := r.cfg.Store.Delete(ctx, records.KindEndpoint, ep.Name, w.idx); err != nil {
+			return err
+		}
+		r.forget(ep.Name)
+		r.log.Info("endpoint deleted", "endpoint", ep.Name)
+		w.ep.Op = nil
+		return nil
+	}
+	return fmt.Errorf("endpoint %s: unknown phase %q of %s", ep.Name, op.Phase, op.Kind)
+}
+
+// liveGeneration is the generation serving the endpoint's current config.
+func liveGeneration(ep *records.Endpoint) *records.Generation {
+	for i := range ep.Generations {
+		g := &ep.Generations[i]
+		if g.ConfigName == ep.ConfigName && ep.ConfigName != "" && (ep.Op == nil || g.Generation != ep.Op.Target) {
+			return g
+		}
+	}
+	return nil
+}
+
+func without(gens []records.Generation, g int) []records.Generation {
+	out := gens[:0:0]
+	for _, x := range gens {
+		if x.Generation != g {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func newGeneration(gen int, cfg *records.EndpointConfig) records.Generation {
+	g := records.Generation{Generation: gen, ConfigName: cfg.Name}
+	var prodWeight float64
+	for _, v := range cfg.Spec.ProductionVariants {
+		w := jobspec.DefaultWeight
+		if v.InitialVariantWeight != nil {
+			w = *v.InitialVariantWeight
+		}
+		prodWeight += w
+		g.Variants = append(g.Variants, records.VariantWeight{Name: v.VariantName, Weight: w})
+	}
+	for _, v := range cfg.Spec.ShadowProductionVariants {
+		pct := 100.0
+		switch {
+		case v.Serai != nil && v.Serai.SamplingPercent != nil:
+			pct = float64(*v.Serai.SamplingPercent)
+		case v.InitialVariantWeight != nil && prodWeight > 0:
+			// SageMaker mirrors shadow weight / production weight.
+			pct = min(100, 100**v.InitialVariantWeight/prodWeight)
+		}
+		if pct > 0 {
+			g.Shadows = append(g.Shadows, records.ShadowSampling{Name: v.VariantName, SamplingPercent: pct})
+		}
+	}
+	return g
+}
+
+// RoutesFor derives an endpoint's routing table from its record: the
+// generations with traffic, their variant weights, their shadows. nil
+// means the endpoint has no table (not yet serving, or being deleted).
+func RoutesFor(ep *records.Endpoint) *contract.Routes {
+	if ep.Op != nil && ep.Op.Kind == records.OpDelete {
+		return nil
+	}
+	rt := &contract.Routes{Version: contract.RoutesVersion, Endpoint: ep.Name}
+	for _, g := range ep.Generations {
+		if g.Weight <= 0 {
+			continue
+		}
+		gen := contract.Generation{Generation: g.Generation, Weight: g.Weight}
+		for _, v := range g.Variants {
+			gen.Variants = append(gen.Variants, contract.Variant{Name: v.Name, Weight: v.Weight})
+		}
+		rt.Generations = append(rt.Generations, gen)
+		for _, s := range g.Shadows {
+			rt.Shadow = append(rt.Shadow, contract.Shadow{Variant: s.Name, Generation: g.Generation, SamplingPercent: s.SamplingPercent})
+		}
+	}
+	if len(rt.Generations) == 0 {
+		return nil
+	}
+	sort.Slice(rt.Generations, func(i, j int) bool { return rt.Generations[i].Generation < rt.Generations[j].Generation })
+	return rt
+}
+
+// publish writes (or deletes) the routing table the record implies, unless
+// this reconciler already wrote exactly that.
+func (r *Reconciler) publish(ctx context.Context, ep *records.Endpoint) error {
+	rt := RoutesFor(ep)
+	key := ""
+	if rt != nil {
+		b, err := contract.EncodeRoutes(rt)
+		if err != nil {
+			return fmt.Errorf("endpoint %s: routing table: %w", ep.Name, err)
+		}
+		key = string(b)
+	}
+	r.mu.Lock()
+	last, known := r.published[ep.Name]
+	r.mu.Unlock()
+	if known && last == key {
+		return nil
+	}
+	var err error
+	if rt == nil {
+		err = r.cfg.Routes.Delete(ctx, ep.Name)
+	} else {
+		err = r.cfg.Routes.Put(ctx, rt)
+	}
+	if err != nil {
+		return fmt.Errorf("endpoint %s: publish routing table: %w", ep.Name, err)
+	}
+	r.mu.Lock()
+	r.published[ep.Name] = key
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Reconciler) config(ctx context.Context, name string) (*records.EndpointConfig, error) {
+	var c records.EndpointConfig
+	if _, err := r.cfg.Store.Get(ctx, records.KindEndpointConfig, name, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// compile builds generation gen's job from the records, through the one
+// translation the API validated them with.
+func (r *Reconciler) compile(ctx context.Context, endpoint string, gen int, configName string, dep *smapi.DeploymentConfig) (*nomadJob, []*records.Model, error) {
+	cfg, err := r.config(ctx, configName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("endpoint config %q: %w", configName, err)
+	}
+	in := translate.Input{EndpointConfigs: []*smapi.CreateEndpointConfigInput{&cfg.Spec}}
+	var models []*records.Model
+	seen := map[string]bool{}
+	for _, v := range append(append([]smapi.ProductionVariant(nil), cfg.Spec.ProductionVariants...), cfg.Spec.ShadowProductionVariants...) {
+		if seen[v.ModelName] {
+			continue
+		}
+		seen[v.ModelName] = true
+		var m records.Model
+		if _, err := r.cfg.Store.Get(ctx, records.KindModel, v.ModelName, &m); err != nil {
+			return nil, nil, fmt.Errorf("model %q of variant %q: %w", v.ModelName, v.VariantName, err)
+		}
+		models = append(models, &m)
+		in.Models = append(in.Models, &m.Spec)
+	}
+	in.Endpoints = []*smapi.CreateEndpointInput{{EndpointName: endpoint, EndpointConfigName: configName, DeploymentConfig: dep}}
+	spec, err := translate.ToSpec(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	if diags := jobspec.Validate(spec); diags.HasErrors() {
+		return nil, nil, fmt.Errorf("records do not validate: %s", strings.Join(jobspec.Details(diags), "; "))
+	}
+	job, err := scheduler.Compile(spec, endpoint, gen, r.cfg.Compile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return job, models, nil
+}
+
+// ensureVault gives each model with an artifact store a policy and a role
+// bound to every endpoint that uses it (this one included).
+func (r *Reconciler) ensureVault(ctx context.Context, endpoint string, models []*records.Model) error {
+	users, err := r.modelUsers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range models {
+		creds, ok := storeCredentials(m)
+		if !ok {
+			continue
+		}
+		if r.cfg.Vault == nil {
+			return fmt.Errorf("model %q reads artifact store %q, but this server has no Vault client (set VAULT_ADDR and VAULT_TOKEN)", m.Name, creds.Store)
+		}
+		eps := users[m.Name]
+		if !contains(eps, endpoint) {
+			eps = append(eps, endpoint)
+			sort.Strings(eps)
+		}
+		if err := r.cfg.Vault.EnsureModel(ctx, m.Name, creds, eps); err != nil {
+			return fmt.Errorf("vault policy for model %q: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// refreshVaultFor rewrites the roles of every model with a store so that
+// they bind exactly the endpoints whose records still use them, and
+// removes the policy and role of models no endpoint uses. endpoint is the
+// one that just changed (it may be on its way out).
+func (r *Reconciler) refreshVaultFor(ctx context.Context, endpoint string) error {
+	if r.cfg.Vault == nil {
+		return nil
+	}
+	users, err := r.modelUsers(ctx, endpoint)
+	if err != nil {
+		return err
+	}
+	models, _, err := records.List[records.Model](ctx, r.cfg.Store, records.KindModel)
+	if err != nil {
+		return err
+	}
+	for _, m := range models {
+		creds, ok := storeCredentials(m)
+		if !ok {
+			continue
+		}
+		eps := users[m.Name]
+		if len(eps) == 0 {
+			if err := r.cfg.Vault.RemoveModel(ctx, m.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := r.cfg.Vault.EnsureModel(ctx, m.Name, creds, eps); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// modelUsers maps each model to the endpoints whose live or deploying
+// generations use it, leaving out endpoint `leaving` when it is being
+// deleted.
+func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[string][]string, error) {
+	eps, _, err := records.List[records.Endpoint](ctx, r.cfg.Store, records.KindEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	cfgCache := map[string]*records.EndpointConfig{}
+	out := map[string][]string{}
+	for _, ep := range eps {
+		if contains(leaving, ep.Name) && ep.Op != nil && ep.Op.Kind == records.OpDelete {
+			continue
+		}
+		names := map[string]bool{}
+		for _, g := range ep.Generations {
+			names[g.ConfigName] = true
+		}
+		if ep.Op != nil && ep.Op.ConfigName != "" {
+			names[ep.Op.ConfigName] = true
+		}
+		for cn := range names {
+			c, ok := cfgCache[cn]
+			if !ok {
+				if c, err = r.config(ctx, cn); err != nil {
+					continue
+				}
+				cfgCache[cn] = c
+			}
+			for _, v := range append(append([]smapi.ProductionVariant(nil), c.Spec.ProductionVariants...), c.Spec.ShadowProductionVariants...) {
+				if !contains(out[v.ModelName], ep.Name) {
+					out[v.ModelName] = append(out[v.ModelName], ep.Name)
+				}
+			}
+		}
+	}
+	for _, v := range out {
+		sort.Strings(v)
+	}
+	return out, nil
+}
+
+func storeCredentials(m *records.Model) (policies.StoreCredentials, bool) {
+	if m.Spec.Serai == nil || m.Spec.Serai.ArtifactStore == nil {
+		return policies.StoreCredentials{}, false
+	}
+	st := m.Spec.Serai.ArtifactStore
+	c := policies.StoreCredentials{Store: st.Name}
+	if v := st.Vault; v != nil {
+		c.KVMount, c.KVPath, c.AWSMount, c.AWSRole = v.KVMount, v.KVPath, v.AWSMount, v.AWSRole
+	}
+	return c, true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
