@@ -1,0 +1,342 @@
+// Package cluster adapts the real agents to the control plane's small
+// interfaces: Nomad (register, health, scale, stop, list), Consul (passing
+// instances, routing tables, the routers to scrape), Vault (policies) and
+// the routers' own Prometheus metrics.
+//
+// It holds no state and decides nothing: server/reconcile decides, this
+// package only asks and tells the agents. It must not read or write the
+// control plane's records.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/seraihq/serai/contract"
+	"github.com/seraihq/serai/scheduler"
+	"github.com/seraihq/serai/server/reconcile"
+	"github.com/seraihq/serai/server/records"
+)
+
+var (
+	_ reconcile.Nomad     = (*Nomad)(nil)
+	_ reconcile.Instances = (*Consul)(nil)
+	_ reconcile.Routes    = (*Consul)(nil)
+	_ reconcile.Metrics   = (*RouterMetrics)(nil)
+)
+
+// Nomad talks to Nomad's HTTP API.
+type Nomad struct{ Client *nomadapi.Client }
+
+// Register implements reconcile.Nomad (PreserveCounts: see scheduler).
+func (n *Nomad) Register(ctx context.Context, job *nomadapi.Job) error {
+	_, err := scheduler.Register(ctx, n.Client.Jobs(), job)
+	return err
+}
+
+func isNotFound(err error) bool {
+	var ue nomadapi.UnexpectedResponseError
+	if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
+		return true
+	}
+	return err != nil && strings.Contains(err.Error(), "404")
+}
+
+// Health implements reconcile.Nomad. Success is the latest deployment of
+// the job's current version succeeding; failure is that deployment
+// failing, explained by the first unhealthy allocation's last task event.
+func (n *Nomad) Health(ctx context.Context, jobID string) (reconcile.JobHealth, error) {
+	q := (&nomadapi.QueryOptions{}).WithContext(ctx)
+	job, _, err := n.Client.Jobs().Info(jobID, q)
+	if isNotFound(err) {
+		return reconcile.JobHealth{}, nil
+	}
+	if err != nil {
+		return reconcile.JobHealth{}, fmt.Errorf("nomad job %s: %w", jobID, err)
+	}
+	if job.Stop != nil && *job.Stop {
+		return reconcile.JobHealth{}, nil
+	}
+	h := reconcile.JobHealth{Exists: true, Desired: map[string]int{}}
+	for _, g := range job.TaskGroups {
+		if g.Name != nil && g.Count != nil {
+			h.Desired[*g.Name] = *g.Count
+		}
+	}
+	d, _, err := n.Client.Jobs().LatestDeployment(jobID, q)
+	if err != nil {
+		return h, fmt.Errorf("nomad deployment of %s: %w", jobID, err)
+	}
+	// Consul's passing instances are the reconciler's real test of
+	// "up"; Nomad's deployment adds the failure signal and keeps "done"
+	// from racing ahead of a rollout still placing allocations.
+	switch {
+	case d == nil:
+		h.Done = true
+	case d.Status == nomadapi.DeploymentStatusSuccessful:
+		h.Done = true
+	case (d.Status == nomadapi.DeploymentStatusFailed || d.Status == nomadapi.DeploymentStatusCancelled) && (job.Version == nil || d.JobVersion == *job.Version):
+		h.Failed = true
+		h.Reason = n.failureReason(ctx, jobID, d)
+	case d.Status != nomadapi.DeploymentStatusRunning && d.Status != nomadapi.DeploymentStatusPending && d.Status != nomadapi.DeploymentStatusPaused:
+		// An older version's finished deployment (scaling makes no new one).
+		h.Done = true
+	}
+	return h, nil
+}
+
+// failureReason names the variant, the allocation and the task's last
+// event: what a person needs to act.
+func (n *Nomad) failureReason(ctx context.Context, jobID string, d *nomadapi.Deployment) string {
+	base := fmt.Sprintf("Nomad deployment %s of job %s %s: %s", short(d.ID), jobID, d.Status, d.StatusDescription)
+	allocs, _, err := n.Client.Jobs().Allocations(jobID, true, (&nomadapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return base
+	}
+	sort.Slice(allocs, func(i, j int) bool { return allocs[i].ModifyTime > allocs[j].ModifyTime })
+	for _, a := range allocs {
+		if a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil && *a.DeploymentStatus.Healthy {
+			continue
+		}
+		if a.DeploymentStatus == nil && a.ClientStatus == nomadapi.AllocClientStatusRunning {
+			continue
+		}
+		return base + "; " + describeAlloc(a)
+	}
+	return base
+}
+
+func describeAlloc(a *nomadapi.AllocationListStub) string {
+	out := fmt.Sprintf("variant %s: allocation %s (%s)", a.TaskGroup, short(a.ID), a.ClientStatus)
+	names := make([]string, 0, len(a.TaskStates))
+	for t := range a.TaskStates {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	// The model task's story first, then the fetch task's.
+	sort.SliceStable(names, func(i, j int) bool { return names[i] == "model" })
+	for _, t := range names {
+		ts := a.TaskStates[t]
+		if ts == nil || len(ts.Events) == 0 {
+			continue
+		}
+		ev := ts.Events[len(ts.Events)-1]
+		msg := ev.DisplayMessage
+		if msg == "" {
+			msg = ev.Type
+		}
+		if ts.Failed || ev.Type != nomadapi.TaskStarted {
+			return out + fmt.Sprintf(": task %s: %s: %s", t, ev.Type, msg)
+		}
+	}
+	return out
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// Scale implements reconcile.Nomad with Nomad's scale API: no new job
+// version, no allocation restarted.
+func (n *Nomad) Scale(ctx context.Context, jobID, group string, count int, reason string) error {
+	c := count
+	_, _, err := n.Client.Jobs().Scale(jobID, group, &c, "serai: "+reason, false, map[string]any{"source": "serai"}, (&nomadapi.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("scale %s/%s to %d: %w", jobID, group, count, err)
+	}
+	return nil
+}
+
+// Stop implements reconcile.Nomad: deregister and purge.
+func (n *Nomad) Stop(ctx context.Context, jobID string) error {
+	_, _, err := n.Client.Jobs().Deregister(jobID, true, (&nomadapi.WriteOptions{}).WithContext(ctx))
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("stop %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// Jobs implements reconcile.Nomad.
+func (n *Nomad) Jobs(ctx context.Context, endpoint string) ([]string, error) {
+	stubs, _, err := n.Client.Jobs().PrefixList(contract.ServiceName(endpoint) + ".g")
+	if err != nil {
+		return nil, fmt.Errorf("list jobs of %s: %w", endpoint, err)
+	}
+	_ = ctx
+	var out []string
+	for _, s := range stubs {
+		if ep, _, ok := contract.ParseJobID(s.ID); ok && ep == endpoint {
+			out = append(out, s.ID)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Desired returns each group's count of a job (nil when it does not exist).
+func (n *Nomad) Desired(ctx context.Context, jobID string) (map[string]int, error) {
+	h, err := n.Health(ctx, jobID)
+	if err != nil || !h.Exists {
+		return nil, err
+	}
+	return h.Desired, nil
+}
+
+// Consul reads instances and writes routing tables.
+type Consul struct{ Client *consulapi.Client }
+
+// Passing implements reconcile.Instances.
+func (c *Consul) Passing(ctx context.Context, endpoint string) (map[reconcile.GV]int, error) {
+	entries, _, err := c.Client.Health().Service(contract.ServiceName(endpoint), "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul health of %s: %w", contract.ServiceName(endpoint), err)
+	}
+	out := map[reconcile.GV]int{}
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		if t, ok := contract.ParseTags(e.Service.Tags); ok {
+			out[reconcile.GV{Generation: t.Generation, Variant: t.Variant}]++
+		}
+	}
+	return out, nil
+}
+
+// Put implements reconcile.Routes.
+func (c *Consul) Put(ctx context.Context, r *contract.Routes) error {
+	b, err := contract.EncodeRoutes(r)
+	if err != nil {
+		return err
+	}
+	_, err = c.Client.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey(r.Endpoint), Value: b}, (&consulapi.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("write routing table of %s: %w", r.Endpoint, err)
+	}
+	return nil
+}
+
+// Delete implements reconcile.Routes.
+func (c *Consul) Delete(ctx context.Context, endpoint string) error {
+	if _, err := c.Client.KV().Delete(contract.RoutesKey(endpoint), (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("delete routing table of %s: %w", endpoint, err)
+	}
+	return nil
+}
+
+// RouterMetrics scrapes every passing serai-router instance's /metrics.
+type RouterMetrics struct {
+	Consul *consulapi.Client
+	HTTP   *http.Client
+	// Scheme is http unless the routers serve TLS.
+	Scheme string
+}
+
+// Sample implements reconcile.Metrics. A router that cannot be scraped is
+// left out (its share of the traffic goes unjudged this time) rather than
+// stalling the deployment; no router at all is an empty sample.
+func (m *RouterMetrics) Sample(ctx context.Context, endpoint string, generation int) (map[string]records.MetricSample, error) {
+	entries, _, err := m.Consul.Health().Service(contract.RouterServiceName, "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: find routers: %w", err)
+	}
+	out := map[string]records.MetricSample{}
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		host := e.Service.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
+		s, err := m.scrape(ctx, addr, endpoint, generation)
+		if err != nil {
+			continue
+		}
+		out[e.Service.ID] = s
+	}
+	return out, nil
+}
+
+func (m *RouterMetrics) scrape(ctx context.Context, addr, endpoint string, generation int) (records.MetricSample, error) {
+	var s records.MetricSample
+	scheme := m.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	client := m.HTTP
+	if client == nil {
+		client = &http.Client{Timeout: 5 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/metrics", nil)
+	if err != nil {
+		return s, err
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := client.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("%s/metrics: %s", addr, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return s, fmt.Errorf("%s/metrics: %w", addr, err)
+	}
+	gen := strconv.Itoa(generation)
+	buckets := map[float64]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			var ep, g string
+			for _, l := range mt.GetLabel() {
+				switch l.GetName() {
+				case contract.LabelEndpoint:
+					ep = l.GetValue()
+				case contract.LabelGeneration:
+					g = l.GetValue()
+				}
+			}
+			if ep != endpoint || g != gen {
+				continue
+			}
+			switch f.GetName() {
+			case contract.MetricInvocations:
+				s.Invocations += mt.GetCounter().GetValue()
+			case contract.MetricInvocation5xx:
+				s.Errors5xx += mt.GetCounter().GetValue()
+			case contract.MetricModelLatency:
+				h := mt.GetHistogram()
+				s.LatencyCount += float64(h.GetSampleCount())
+				for _, b := range h.GetBucket() {
+					buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+				}
+			}
+		}
+	}
+	for le, n := range buckets {
+		if le < 1e300 { // +Inf is LatencyCount
+			s.Latency = append(s.Latency, records.Bucket{UpperBound: le, Count: n})
+		}
+	}
+	sort.Slice(s.Latency, func(i, j int) bool { return s.Latency[i].UpperBound < s.Latency[j].UpperBound })
+	return s, nil
+}

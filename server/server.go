@@ -1,0 +1,272 @@
+// Package server runs serai's control plane: the SageMaker-compatible API
+// on every server, and the reconciler on exactly one of them, the holder of
+// a Consul lock. Any number of servers serve the API; when the leader dies
+// its session's health check fails within seconds, the lock is released and
+// another server's reconciler takes over from the records.
+//
+// It owns process wiring only: the API is server/api, the state machine
+// server/reconcile, the agent adapters server/cluster, the records
+// server/records. It must not implement any of them.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/seraihq/serai/contract"
+	"github.com/seraihq/serai/server/reconcile"
+)
+
+// ServiceName is the Consul service every serai server registers as.
+const ServiceName = "serai-server"
+
+// Config wires a server.
+type Config struct {
+	// Listen is the API's address.
+	Listen string
+	// AdvertiseAddr is the host:port registered in Consul (default: the
+	// listen address).
+	AdvertiseAddr string
+	// API serves the SageMaker protocol (server/api).
+	API http.Handler
+	// Consul holds the lock and the registration.
+	Consul *consulapi.Client
+	// Reconcile is the reconciler's configuration, run while leading.
+	Reconcile reconcile.Config
+	// ID names this server in Consul (default serai-server-<host>-<port>).
+	ID string
+	// AliveTTL is the TTL of the check the leader session depends on:
+	// how quickly a dead leader's lock is released.
+	AliveTTL time.Duration
+	// ShutdownTimeout bounds the graceful stop of the API.
+	ShutdownTimeout time.Duration
+	Logger          hclog.Logger
+}
+
+// DefaultConfig holds the defaults.
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8090", AliveTTL: 3 * time.Second, ShutdownTimeout: 10 * time.Second}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Listen == "" {
+		c.Listen = d.Listen
+	}
+	if c.AliveTTL <= 0 {
+		c.AliveTTL = d.AliveTTL
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = d.ShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}
+
+// Validate reports what is missing.
+func (c Config) Validate() error {
+	if c.API == nil || c.Consul == nil {
+		return errors.New("server: API and Consul are required")
+	}
+	return c.Reconcile.Validate()
+}
+
+// Run serves until ctx ends, then stops the API gracefully, gives up the
+// lock and deregisters. ready, if not nil, is called with the bound
+// address once the API listens.
+func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	addr := ln.Addr().String()
+	adv := cfg.AdvertiseAddr
+	if adv == "" {
+		adv = addr
+	}
+	id := cfg.ID
+	if id == "" {
+		id = ServiceName + "-" + adv
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.Handle("/", cfg.API)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("API listening", "addr", addr)
+	if ready != nil {
+		ready(addr)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	checkID, err := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL)
+	if err != nil {
+		log.Warn("not registered in Consul; will not lead until it is", "error", err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		heartbeat(ctx, cfg.Consul, id, adv, cfg.AliveTTL, log)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		lead(ctx, cfg, id, checkID, log)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer scancel()
+	serr := srv.Shutdown(sctx)
+	wg.Wait()
+	_ = cfg.Consul.Agent().ServiceDeregister(id)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return serr
+}
+
+func checkIDFor(id string) string { return id + "-alive" }
+
+// register puts this server in Consul with a TTL check the heartbeat keeps
+// passing; the leader session depends on that check.
+func register(ctx context.Context, c *consulapi.Client, id, adv string, ttl time.Duration) (string, error) {
+	host, portStr, err := net.SplitHostPort(adv)
+	if err != nil {
+		return "", err
+	}
+	port, _ := strconv.Atoi(portStr)
+	checkID := checkIDFor(id)
+	reg := &consulapi.AgentServiceRegistration{
+		ID: id, Name: ServiceName, Address: host, Port: port,
+		Checks: consulapi.AgentServiceChecks{
+			{CheckID: checkID, Name: "serai server alive", TTL: ttl.String(), DeregisterCriticalServiceAfter: "5m"},
+			{Name: "serai API", HTTP: "http://" + adv + "/ping", Interval: "5s", Timeout: "2s"},
+		},
+	}
+	if err := c.Agent().ServiceRegisterOpts(reg, consulapi.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("register %s in consul: %w", id, err)
+	}
+	if err := c.Agent().UpdateTTL(checkID, "alive", consulapi.HealthPassing); err != nil {
+		return "", err
+	}
+	return checkID, nil
+}
+
+// heartbeat keeps the alive check passing, re-registering when the agent
+// forgot the service (an agent restart).
+func heartbeat(ctx context.Context, c *consulapi.Client, id, adv string, ttl time.Duration, log hclog.Logger) {
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.Agent().UpdateTTL(checkIDFor(id), "alive", consulapi.HealthPassing); err != nil {
+			if _, rerr := register(ctx, c, id, adv, ttl); rerr != nil && ctx.Err() == nil {
+				log.Warn("consul heartbeat failed", "error", err, "re-register", rerr)
+			}
+		}
+	}
+}
+
+// lead contends for the leader lock and runs the reconciler while holding
+// it.
+func lead(ctx context.Context, cfg Config, id, checkID string, log hclog.Logger) {
+	for ctx.Err() == nil {
+		if err := leadOnce(ctx, cfg, id, log); err != nil && ctx.Err() == nil {
+			log.Warn("leadership attempt failed; retrying", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func leadOnce(ctx context.Context, cfg Config, id string, log hclog.Logger) error {
+	lock, err := cfg.Consul.LockOpts(&consulapi.LockOptions{
+		Key:   contract.LeaderKey,
+		Value: []byte(id),
+		SessionOpts: &consulapi.SessionEntry{
+			Name: "serai-server leader " + id,
+			// The session dies with this server's alive check (seconds),
+			// not only at its TTL.
+			Checks:    []string{"serfHealth", checkIDFor(id)},
+			TTL:       "15s",
+			// Consul's default lock-delay (15 s) would hold a dead
+			// leader's lock that long; the records' check-and-set already
+			// keeps an old leader's late writes from doing harm.
+			LockDelay: 10 * time.Millisecond,
+			Behavior:  consulapi.SessionBehaviorRelease,
+		},
+		MonitorRetries:   3,
+		MonitorRetryTime: time.Second,
+		LockWaitTime:     2 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		close(stop)
+	}()
+	lost, err := lock.Lock(stop)
+	if err != nil {
+		return fmt.Errorf("acquire %s: %w", contract.LeaderKey, err)
+	}
+	if lost == nil {
+		return nil // ctx ended while waiting
+	}
+	defer func() { _ = lock.Unlock() }()
+	log.Info("leading: reconciler started", "id", id)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lost:
+			log.Warn("leadership lost: reconciler stopping", "id", id)
+		case <-lctx.Done():
+		}
+		cancel()
+	}()
+	rcfg := cfg.Reconcile
+	if rcfg.Logger == nil {
+		rcfg.Logger = log
+	}
+	r, err := reconcile.New(rcfg)
+	if err != nil {
+		return err
+	}
+	err = r.Run(lctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
