@@ -71,13 +71,17 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		// that answers /ping with errors forever would only hide it.
 		return fmt.Errorf("loading model from %s: %w", *modelDir, err)
 	}
+	flt, err := faultsFromEnv()
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "model_dir", *modelDir, "version", m.Version, "features", m.Features)
 	srv := &http.Server{
-		Handler:           NewServer(m, log).Handler(),
+		Handler:           flt.wrap(NewServer(m, log).Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 1)

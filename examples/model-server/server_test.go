@@ -305,3 +305,34 @@ func TestTrainCommand(t *testing.T) {
 		t.Error("unknown command accepted")
 	}
 }
+
+func TestFaultInjection(t *testing.T) {
+	t.Setenv("MODEL_SERVER_PING_STATUS", "503")
+	t.Setenv("MODEL_SERVER_ERROR_EVERY", "3")
+	f, err := faultsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	h := f.wrap(ok)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/ping", nil))
+	if rec.Code != 503 {
+		t.Errorf("ping %d", rec.Code)
+	}
+	var fails int
+	for i := 0; i < 9; i++ {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/invocations", nil))
+		if rec.Code == 500 {
+			fails++
+		}
+	}
+	if fails != 3 {
+		t.Errorf("%d of 9 failed, want 3", fails)
+	}
+	t.Setenv("MODEL_SERVER_ERROR_EVERY", "0")
+	if _, err := faultsFromEnv(); err == nil {
+		t.Error("0 accepted")
+	}
+}
