@@ -217,8 +217,8 @@ func leadOnce(ctx context.Context, cfg Config, id string, log hclog.Logger) erro
 			Name: "serai-server leader " + id,
 			// The session dies with this server's alive check (seconds),
 			// not only at its TTL.
-			Checks:    []string{"serfHealth", checkIDFor(id)},
-			TTL:       "15s",
+			Checks: []string{"serfHealth", checkIDFor(id)},
+			TTL:    "15s",
 			// Consul's default lock-delay (15 s) would hold a dead
 			// leader's lock that long; the records' check-and-set already
 			// keeps an old leader's late writes from doing harm.
