@@ -279,6 +279,7 @@ type UpdateEndpointWeightsAndCapacitiesInput struct {
 
 // Endpoint statuses (SageMaker's EndpointStatus).
 const (
+	StatusOutOfService         = "OutOfService"
 	StatusCreating             = "Creating"
 	StatusInService            = "InService"
 	StatusUpdating             = "Updating"
