@@ -31,6 +31,7 @@ func newApp() *cli.App {
 			renderCommand(),
 			instanceTypesCommand(),
 			routerCommand(),
+			serverCommand(),
 			fetchModelCommand(),
 			setupCommand(),
 		},

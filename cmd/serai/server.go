@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/urfave/cli/v2"
+
+	"github.com/seraihq/serai/policies"
+	"github.com/seraihq/serai/scheduler"
+	"github.com/seraihq/serai/server"
+	"github.com/seraihq/serai/server/api"
+	"github.com/seraihq/serai/server/cluster"
+	"github.com/seraihq/serai/server/reconcile"
+	"github.com/seraihq/serai/server/records"
+)
+
+// serverCommand runs the control plane: the SageMaker API on every server,
+// the reconciler on the one holding the Consul lock.
+func serverCommand() *cli.Command {
+	sd, rd, co := server.DefaultConfig(), reconcile.DefaultConfig(), scheduler.DefaultOptions()
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run the control plane (SageMaker-compatible API + reconciler)",
+		Description: "Serves SageMaker's hosting API (POST / with X-Amz-Target: SageMaker.<Operation>) so the serai CLI,\n" +
+			"the AWS SDKs, the AWS CLI and Terraform deploy onto Nomad. Run several for availability: each\n" +
+			"serves the API; the holder of the Consul lock serai/leader reconciles.",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: sd.Listen, Usage: "API address"},
+			&cli.StringFlag{Name: "advertise-addr", Usage: "host:port registered in Consul as serai-server (default: the listen address)"},
+			&cli.StringFlag{Name: "id", Usage: "this server's name in Consul (default serai-server-<advertise addr>)"},
+			&cli.StringFlag{Name: "consul-addr", EnvVars: []string{"CONSUL_HTTP_ADDR"}, Value: "127.0.0.1:8500", Usage: "Consul HTTP API address (CONSUL_HTTP_TOKEN is read too)"},
+			&cli.StringFlag{Name: "nomad-addr", EnvVars: []string{"NOMAD_ADDR"}, Value: "http://127.0.0.1:4646", Usage: "Nomad HTTP API address (NOMAD_TOKEN is read too)"},
+			&cli.StringFlag{Name: "vault-addr", EnvVars: []string{"VAULT_ADDR"}, Usage: "Vault address; without it, models that read an artifact store cannot be deployed (VAULT_TOKEN is read too)"},
+			&cli.StringFlag{Name: "region", Value: api.DefaultRegion, Usage: "AWS region in ARNs and SigV4 scopes"},
+			&cli.StringFlag{Name: "account", Value: api.DefaultAccount, Usage: "12-digit account ID in ARNs"},
+			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (the router's format); when set, API requests must be SigV4-signed"},
+			&cli.StringFlag{Name: "serai-binary", Value: co.SeraiBinary, Usage: "path of the serai binary on Nomad clients (runs the fetch task of exec/raw_exec models)"},
+			&cli.StringFlag{Name: "fetch-image", Value: co.FetchImage, Usage: "serai's image for the fetch task of docker models"},
+			&cli.StringFlag{Name: "router-url", Value: co.RouterURL, Usage: "router base URL shown in the Nomad UI"},
+			&cli.StringFlag{Name: "namespace", Usage: "Nomad namespace of the endpoints' jobs"},
+			&cli.DurationFlag{Name: "tick", Value: rd.Tick, Usage: "how often the reconciler steps every endpoint"},
+			&cli.DurationFlag{Name: "drain-period", Value: rd.DrainPeriod, Usage: "how long a deleted endpoint's instances keep serving in-flight requests"},
+			&cli.DurationFlag{Name: "health-timeout", Value: rd.HealthTimeout, Usage: "how long a new generation may take to become healthy when Nomad reports neither success nor failure"},
+		}, logFlags("trace, debug, info, warn or error", true)...),
+		Action: runServer,
+	}
+}
+
+func runServer(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return cli.Exit("serai server: takes no arguments", exitUsage)
+	}
+	log, err := newLogger(c, "serai-server")
+	if err != nil {
+		return err
+	}
+	consulCfg := consulapi.DefaultConfig()
+	consulCfg.Address = c.String("consul-addr")
+	consul, err := consulapi.NewClient(consulCfg)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai server: consul client: %v", err), exitUsage)
+	}
+	nomadCfg := nomadapi.DefaultConfig()
+	nomadCfg.Address = c.String("nomad-addr")
+	nomad, err := nomadapi.NewClient(nomadCfg)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai server: nomad client: %v", err), exitUsage)
+	}
+	var vault reconcile.Vault
+	if addr := c.String("vault-addr"); addr != "" {
+		vc := vaultapi.DefaultConfig()
+		vc.Address = addr
+		client, err := vaultapi.NewClient(vc)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("serai server: vault client: %v", err), exitUsage)
+		}
+		w := policies.NewVaultWriter(client)
+		w.Log = log.Named("vault")
+		vault = w
+	} else {
+		log.Warn("no VAULT_ADDR: models that read an artifact store will fail to deploy")
+	}
+
+	store := records.Store{KV: records.ConsulKV{KV: consul.KV()}}
+	nomadAdapter := &cluster.Nomad{Client: nomad}
+	consulAdapter := &cluster.Consul{Client: consul}
+	handler, err := api.New(api.Config{
+		Store:        store,
+		Region:       c.String("region"),
+		Account:      c.String("account"),
+		Observer:     &cluster.Observer{Nomad: nomadAdapter, Consul: consulAdapter},
+		SigV4KeyFile: c.String("sigv4-keys"),
+		Logger:       log,
+	})
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitUsage)
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = server.Run(ctx, server.Config{
+		Listen:        c.String("listen"),
+		AdvertiseAddr: c.String("advertise-addr"),
+		ID:            c.String("id"),
+		API:           handler,
+		Consul:        consul,
+		Logger:        log,
+		Reconcile: reconcile.Config{
+			Store:     store,
+			Nomad:     nomadAdapter,
+			Instances: consulAdapter,
+			Routes:    consulAdapter,
+			Vault:     vault,
+			Metrics:   &cluster.RouterMetrics{Consul: consul},
+			Compile: scheduler.Options{
+				SeraiBinary: c.String("serai-binary"),
+				FetchImage:  c.String("fetch-image"),
+				RouterURL:   c.String("router-url"),
+				Namespace:   c.String("namespace"),
+			},
+			Logger:        log,
+			Tick:          c.Duration("tick"),
+			DrainPeriod:   c.Duration("drain-period"),
+			HealthTimeout: c.Duration("health-timeout"),
+		},
+	}, nil)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitError)
+	}
+	return nil
+}
