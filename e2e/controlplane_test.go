@@ -361,7 +361,7 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	}
 	cmd := exec.Command(serai, "server", "--listen", addr, "--id", id, "--serai-binary", serai,
 		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR=http://"+nomad.Addr,
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
