@@ -88,7 +88,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
 		}
-		handler = NewTextServer(tm, *tokenDelay, log).Handler()
+		ts := NewTextServer(tm, *tokenDelay, log)
+		ts.Instance = os.Getenv("NOMAD_ALLOC_ID")
+		handler = ts.Handler()
 		desc = []any{"version", tm.Version, "kind", "text", "order", tm.Order, "token_delay", *tokenDelay}
 	} else {
 		m, err := LoadModel(*modelDir)

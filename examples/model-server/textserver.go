@@ -32,6 +32,10 @@ const (
 type TextServer struct {
 	model *TextModel
 	delay time.Duration
+	// Instance, when set, is answered in X-Amzn-SageMaker-Custom-Attributes
+	// as instance=<Instance>, so a client (and the e2e suite) can tell
+	// which instance holds its session.
+	Instance string
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -154,6 +158,9 @@ func (s *TextServer) invocations(w http.ResponseWriter, r *http.Request) {
 
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set(VersionHeader, s.model.Version)
+	if s.Instance != "" {
+		w.Header().Set("X-Amzn-SageMaker-Custom-Attributes", "instance="+s.Instance)
+	}
 	rc := http.NewResponseController(w)
 	prev := ""
 	if len(prompt) > 0 {
