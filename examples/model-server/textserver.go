@@ -36,7 +36,7 @@ type TextServer struct {
 	// as instance=<Instance>, so a client (and the e2e suite) can tell
 	// which instance holds its session.
 	Instance string
-	log   *slog.Logger
+	log      *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[string]*textSession
