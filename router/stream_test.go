@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,4 +262,37 @@ func TestUnsupportedHeaders(t *testing.T) {
 	}
 	resp, body := e.invoke("ep", []byte("x"))
 	mustStatus(t, resp, body, 200)
+}
+
+// TestStreamSigV4: with SigV4 on, the SDK's signed streaming call passes
+// and a wrong secret is refused before the model is called.
+func TestStreamSigV4(t *testing.T) {
+	var calls atomic.Int32
+	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("signed "))
+		w.(http.Flusher).Flush()
+		w.Write([]byte("tokens"))
+	})
+	e := newEnv(t, Config{SigV4Keys: map[string]string{"AKIDSTREAM": "stream-secret"}})
+	e.rt.SetRoutes("gen", oneGen("gen", "v1", 1))
+	e.rt.SetInstances("gen", []Instance{inst("a1", addrOf(m), "v1", 1)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := sdkClient(e, "AKIDSTREAM", "stream-secret").InvokeEndpointWithResponseStream(ctx, &sagemakerruntime.InvokeEndpointWithResponseStreamInput{
+		EndpointName: aws.String("gen"), Body: []byte("x"), ContentType: aws.String("text/plain")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := readStream(t, out)
+	if err != nil || len(parts) != 2 || string(parts[0])+string(parts[1]) != "signed tokens" {
+		t.Fatalf("parts %q, %v", parts, err)
+	}
+	_, err = sdkClient(e, "AKIDSTREAM", "wrong").InvokeEndpointWithResponseStream(ctx, &sagemakerruntime.InvokeEndpointWithResponseStreamInput{
+		EndpointName: aws.String("gen"), Body: []byte("x"), ContentType: aws.String("text/plain")})
+	wantAPIError(t, err, "InvalidSignatureException", "")
+	if calls.Load() != 1 {
+		t.Fatalf("model called %d times", calls.Load())
+	}
 }
