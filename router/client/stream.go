@@ -46,7 +46,9 @@ type ModelStreamError struct {
 	Message   string
 }
 
-func (e *ModelStreamError) Error() string { return "ModelStreamError " + e.ErrorCode + ": " + e.Message }
+func (e *ModelStreamError) Error() string {
+	return "ModelStreamError " + e.ErrorCode + ": " + e.Message
+}
 
 // InvokeStream calls an endpoint with InvokeEndpointWithResponseStream.
 // Errors before the stream begins are those of Invoke; the stream itself is
