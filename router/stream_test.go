@@ -8,12 +8,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sagemakerruntime"
 	"github.com/aws/aws-sdk-go-v2/service/sagemakerruntime/types"
@@ -294,5 +296,90 @@ func TestStreamSigV4(t *testing.T) {
 	wantAPIError(t, err, "InvalidSignatureException", "")
 	if calls.Load() != 1 {
 		t.Fatalf("model called %d times", calls.Load())
+	}
+}
+
+// TestStreamOutlivesServerReadTimeout: a stream longer than the HTTP
+// server's ReadTimeout (which net/http leaves armed while the handler runs,
+// and whose expiry cancels the request) is not cut.
+func TestStreamOutlivesServerReadTimeout(t *testing.T) {
+	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		for i := range 8 {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			fmt.Fprintf(w, "t%d ", i)
+			w.(http.Flusher).Flush()
+		}
+	})
+	rt, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	srv := httptest.NewUnstartedServer(rt)
+	srv.Config.ReadTimeout = 100 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	rt.SetRoutes("gen", oneGen("gen", "v1", 1))
+	rt.SetInstances("gen", []Instance{inst("a1", addrOf(m), "v1", 1)})
+	// A body of unknown length (chunked) is read to its end, which is
+	// when net/http starts watching the connection under ReadTimeout.
+	resp, err := http.Post(srv.URL+"/endpoints/gen/invocations-response-stream", "text/plain", io.MultiReader(strings.NewReader("x")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := eventstream.NewDecoder()
+	n := 0
+	for {
+		msg, err := dec.Decode(resp.Body, nil)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d parts: %v", n, err)
+		}
+		if mt := msg.Headers.Get(":message-type").String(); mt != "event" {
+			t.Fatalf("after %d parts: %s %s", n, mt, msg.Payload)
+		}
+		n++
+	}
+	if n != 8 {
+		t.Fatalf("%d parts, want 8", n)
+	}
+}
+
+// TestStreamHangUpDuringStall: a client that leaves while the model is
+// silent mid-stream still cancels the model's request at once, not at the
+// next token or the stream timeout.
+func TestStreamHangUpDuringStall(t *testing.T) {
+	cancelled := make(chan struct{})
+	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("first "))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	e := newEnv(t, Config{})
+	e.rt.SetRoutes("gen", oneGen("gen", "v1", 1))
+	e.rt.SetInstances("gen", []Instance{inst("a1", addrOf(m), "v1", 1)})
+	ctx, cancel := context.WithCancel(context.Background())
+	out, err := smClient(e.srv.URL).InvokeEndpointWithResponseStream(ctx, &sagemakerruntime.InvokeEndpointWithResponseStreamInput{
+		EndpointName: aws.String("gen"), Body: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-out.GetStream().Events()
+	cancel()
+	out.GetStream().Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the model's request outlived the client by 5s")
 	}
 }
