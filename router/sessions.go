@@ -130,6 +130,11 @@ func (c *sessionCodec) open(endpoint, token string) (instanceRef, string, error)
 	if err != nil || len(raw) < 1+len(ref)+1+sessionMACLen || raw[0] != sessionVersion {
 		return ref, "", errBadSession
 	}
+	// base32 ignores the unused low bits of the last character: accept
+	// only the one canonical spelling, so a session has one ID.
+	if sessionB32.EncodeToString(raw) != token {
+		return ref, "", errBadSession
+	}
 	body, tag := raw[:len(raw)-sessionMACLen], raw[len(raw)-sessionMACLen:]
 	ok := false
 	for _, k := range c.keys {
