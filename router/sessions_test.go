@@ -26,6 +26,7 @@ func statefulModel(t testing.TB, name string) *httptest.Server {
 	n := 0
 	return model(t, name, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		time.Sleep(sdkSettle)
 		sid := r.Header.Get("X-Amzn-SageMaker-Session-Id")
 		mu.Lock()
 		defer mu.Unlock()

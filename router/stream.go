@@ -372,12 +372,16 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 			}
 			rt.instanceFailed(in, vm, err)
 			res.outcome = outAbort
+			// Counted before the event leaves, so a client that reads the
+			// error and then the metrics sees it counted.
 			if isTimeout(err) {
 				res.streamCode = ModelInvocationTimeExceeded
+				vm.stream.errors.WithLabelValues(res.streamCode).Inc()
 				ew.modelError(ModelInvocationTimeExceeded, fmt.Sprintf(
 					"Variant %s of endpoint %s did not finish its response stream within %s.", s.variant, e.name, rt.cfg.StreamTimeout))
 			} else {
 				res.streamCode = StreamBroken
+				vm.stream.errors.WithLabelValues(res.streamCode).Inc()
 				ew.modelError(StreamBroken, fmt.Sprintf(
 					"The response stream from variant %s of endpoint %s broke: %v.", s.variant, e.name, err))
 			}
@@ -412,9 +416,6 @@ func (rt *Router) reportStream(w http.ResponseWriter, e *endpoint, s *slot, res 
 		sm.duration.Observe(res.modelEnd.Sub(res.modelStart).Seconds())
 		sm.bytes.Add(float64(res.bytes))
 		vm.overhead.Observe(res.modelStart.Sub(start).Seconds())
-	}
-	if res.streamCode != "" {
-		sm.errors.WithLabelValues(res.streamCode).Inc()
 	}
 	if res.started {
 		if res.outcome == outAbort {

@@ -30,6 +30,17 @@ func smClient(url string) *sagemakerruntime.Client {
 	})
 }
 
+// sdkSettle is how long the models of the SDK streaming tests wait before
+// their first byte. aws-sdk-go-v2 closes the request body as soon as the
+// response head arrives, while net/http's transport may still be finishing
+// the request write (its final body read and close); the write then fails
+// and the transport closes the connection under the event-stream reader
+// ("use of closed network connection"). On loopback a model answering
+// within about a millisecond hits that window; across a real network the
+// request write has long finished. The router is not involved: a plain
+// net/http client reads the same streams cleanly (FuzzStreamFraming).
+const sdkSettle = 20 * time.Millisecond
+
 // readStream collects an SDK stream's PayloadParts and its final error.
 func readStream(t testing.TB, out *sagemakerruntime.InvokeEndpointWithResponseStreamOutput) ([][]byte, error) {
 	t.Helper()
@@ -65,6 +76,7 @@ func TestStreamSDK(t *testing.T) {
 	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		sawAccept, sawType, sawAttrs = r.Header.Get("Accept"), r.Header.Get("Content-Type"), r.Header.Get("X-Amzn-SageMaker-Custom-Attributes")
+		time.Sleep(sdkSettle)
 		w.Header().Set("Content-Type", "application/x-tokens")
 		w.Header().Set("X-Amzn-SageMaker-Custom-Attributes", "tokens=41")
 		for _, c := range chunks {
@@ -114,6 +126,34 @@ func TestStreamSDK(t *testing.T) {
 	if sawAccept != "application/x-tokens" || sawType != "text/plain" || sawAttrs != "max=5" {
 		t.Errorf("model saw Accept %q, Content-Type %q, attrs %q", sawAccept, sawType, sawAttrs)
 	}
+	var total int
+	for _, c := range chunks {
+		total += len(c)
+	}
+	resp, body := e.get("/metrics")
+	mustStatus(t, resp, body, 200)
+	labels := `{endpoint="gen",generation="1",variant="v1"}`
+	for _, want := range []string{
+		"serai_router_stream_first_byte_seconds_count" + labels + " 1",
+		"serai_router_stream_duration_seconds_count" + labels + " 1",
+		"serai_router_stream_bytes_total" + labels + " " + fmt.Sprint(total),
+		"serai_router_invocations_total" + labels + " 1",
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func (e *testEnv) get(path string) (*http.Response, []byte) {
+	e.t.Helper()
+	resp, err := e.client.Get(e.srv.URL + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
 }
 
 // TestStreamErrors: errors before the first byte are the ordinary typed
@@ -122,6 +162,7 @@ func TestStreamSDK(t *testing.T) {
 func TestStreamErrors(t *testing.T) {
 	broken := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		time.Sleep(sdkSettle)
 		w.Write([]byte("tok1 "))
 		w.(http.Flusher).Flush()
 		w.Write([]byte("tok2 "))
@@ -133,6 +174,7 @@ func TestStreamErrors(t *testing.T) {
 	})
 	stalled := model(t, "b", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		time.Sleep(sdkSettle)
 		w.Write([]byte("tok1 "))
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
@@ -148,7 +190,7 @@ func TestStreamErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	call := func(variant string) (*sagemakerruntime.InvokeEndpointWithResponseStreamOutput, error) {
-		return sm.InvokeEndpointWithResponseStream(ctx, &sagemakerruntime.InvokeEndpointWithResponseStreamInput{
+		return smClient(e.srv.URL).InvokeEndpointWithResponseStream(ctx, &sagemakerruntime.InvokeEndpointWithResponseStreamInput{
 			EndpointName: aws.String("gen"), Body: []byte("x"), ContentType: aws.String("text/plain"), TargetVariant: aws.String(variant)})
 	}
 	for _, tc := range []struct{ variant, code string }{{"broken", StreamBroken}, {"stalled", ModelInvocationTimeExceeded}} {
@@ -166,6 +208,15 @@ func TestStreamErrors(t *testing.T) {
 		}
 		if aws.ToString(mse.ErrorCode_) != tc.code {
 			t.Errorf("%s: ErrorCode %q, want %q (%s)", tc.variant, aws.ToString(mse.ErrorCode_), tc.code, mse.ErrorMessage())
+		}
+	}
+	_, body := e.get("/metrics")
+	for _, want := range []string{
+		`serai_router_stream_errors_total{code="StreamBroken",endpoint="gen",generation="1",variant="broken"} 1`,
+		`serai_router_stream_errors_total{code="ModelInvocationTimeExceeded",endpoint="gen",generation="1",variant="stalled"} 1`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 	_, err := call("failing")
@@ -273,6 +324,7 @@ func TestStreamSigV4(t *testing.T) {
 	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
 		io.Copy(io.Discard, r.Body)
+		time.Sleep(sdkSettle)
 		w.Write([]byte("signed "))
 		w.(http.Flusher).Flush()
 		w.Write([]byte("tokens"))
@@ -360,6 +412,7 @@ func TestStreamHangUpDuringStall(t *testing.T) {
 	cancelled := make(chan struct{})
 	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		time.Sleep(sdkSettle)
 		w.Write([]byte("first "))
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
