@@ -266,15 +266,15 @@ endpoint %q {
 }
 
 // startRouter runs `serai router` as its own process, stopped with SIGTERM
-// (and waited for) when the test ends.
-func startRouter(t *testing.T, serai, addr, consulAddr, dir string) {
+// (and waited for) when the test ends; extra are more router flags.
+func startRouter(t *testing.T, serai, addr, consulAddr, dir string, extra ...string) {
 	t.Helper()
-	logPath := filepath.Join(dir, "router.log")
+	logPath := filepath.Join(dir, "router-"+strings.NewReplacer(":", "-").Replace(addr)+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(serai, "router", "--listen", addr, "--consul-addr", consulAddr, "--log-level", "info")
+	cmd := exec.Command(serai, append([]string{"router", "--listen", addr, "--consul-addr", consulAddr, "--log-level", "info"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consulAddr)
 	if err := cmd.Start(); err != nil {

@@ -53,6 +53,16 @@
 // in. Refusals are 403 with AWS's error types. Without it the request path
 // pays one nil check.
 //
+// # Streaming and sessions
+//
+// POST /endpoints/{name}/invocations-response-stream (stream.go) shares the
+// admission path and relays each chunk of the model's answer as one AWS
+// event-stream PayloadPart as it arrives; failures after the first byte
+// become ModelStreamError events. Stateful sessions (sessions.go) need no
+// shared state: the session ID a client holds names its instance under an
+// HMAC with a key all routers share. SageMaker headers the router does not
+// carry out are refused by name (headers.go), never ignored.
+//
 // Serve runs a Router with discovery, Consul registration and graceful
 // shutdown; `serai router` is a thin wrapper around it. See README.md for
 // the operator's view.

@@ -29,6 +29,8 @@ type metrics struct {
 	ejections    *prometheus.CounterVec
 	retries      *prometheus.CounterVec
 
+	streams *streamVecs
+
 	shadowInvocations *prometheus.CounterVec
 	shadowErrors      *prometheus.CounterVec
 	shadowLatency     *prometheus.HistogramVec
@@ -66,6 +68,7 @@ type variantMetrics struct {
 	ejected      prometheus.Gauge
 	ejections    prometheus.Counter
 	retries      prometheus.Counter
+	stream       *streamMetrics
 }
 
 type shadowMetrics struct {
@@ -156,6 +159,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 		m.shadowInvocations, m.shadowErrors, m.shadowLatency, m.shadowDropped,
 		m.rejected, m.discoveryUp, m.discoveryErrors, m.tableUpdates, m.tableLastUpdate,
 		m.discoveryLastSync, staleGauge)
+	m.streams = newStreamVecs(reg, ev)
 	m.discoveryUp.Set(1)
 	m.rejBadPath = m.rejected.WithLabelValues("bad_path")
 	m.rejMethod = m.rejected.WithLabelValues("bad_method")
@@ -220,6 +224,7 @@ func (m *metrics) variant(endpoint, variant string, generation int) *variantMetr
 		ejected:      m.ejected.WithLabelValues(k[:]...),
 		ejections:    m.ejections.WithLabelValues(k[:]...),
 		retries:      m.retries.WithLabelValues(k[:]...),
+		stream:       m.streams.child(k),
 	}
 	m.variants[k] = v
 	return v
@@ -261,6 +266,7 @@ func (m *metrics) forget(endpoint string, keep map[[3]string]bool, keepShadow ma
 		m.inFlight.DeleteLabelValues(k[:]...)
 		m.healthy.DeleteLabelValues(k[:]...)
 		m.ejected.DeleteLabelValues(k[:]...)
+		m.streams.forget(k)
 	}
 	for k := range m.shadows {
 		if k[0] != endpoint || keepShadow[k] {

@@ -38,7 +38,8 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	if rest, ok := strings.CutPrefix(p, "/endpoints/"); ok {
 		name, op, found := strings.Cut(rest, "/")
-		if !found || op != "invocations" {
+		stream := op == "invocations-response-stream"
+		if !found || (op != "invocations" && !stream) {
 			rt.m.rejBadPath.Inc()
 			writeError(w, http.StatusNotFound, CodeUnknownOperation, "No operation matches "+strconv.Quote(truncString(p, 256))+".")
 			return
@@ -49,7 +50,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusMethodNotAllowed, CodeUnknownOperation, "InvokeEndpoint takes POST, not "+truncString(r.Method, 16)+".")
 			return
 		}
-		rt.invoke(w, r, name)
+		rt.invoke(w, r, name, stream)
 		return
 	}
 	switch p {
@@ -67,7 +68,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
+// invoke serves InvokeEndpoint and, with stream, InvokeEndpointWithResponseStream
+// (stream.go): admission is the same, the answer differs.
+func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, stream bool) {
 	start := time.Now()
 	// With SigV4 on, the header checks come before anything else, and the
 	// signature over the body is checked once the body is in.
@@ -119,8 +122,18 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 		customAttrs: first(h[hdrCustomAttrs]),
 		inferenceID: first(h[hdrInferenceID]),
 	}
+	if stream {
+		req.accept = first(h[hdrSMAccept])
+	}
 	target := first(h[hdrTargetVariant])
 	badHeaders := validateHeaders(&req, target)
+	if badHeaders == "" {
+		badHeaders = checkUnsupported(h)
+	}
+	sess, msg := rt.parseSession(h, stream)
+	if badHeaders == "" {
+		badHeaders = msg
+	}
 	// A signed request hears about its headers only once it is verified:
 	// otherwise the 400 would tell a caller holding a key ID but no secret
 	// that the endpoint exists.
@@ -184,7 +197,23 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	defer rt.inFlight.Add(-1)
 
-	s, in, perr := e.choose(target)
+	var s *slot
+	var in *instance
+	perr := pickOK
+	if sess.token != "" {
+		st, msg := rt.resolveSession(e, sess, target, &req)
+		if msg != "" {
+			e.em.errors4xx.Inc()
+			writeError(w, http.StatusBadRequest, CodeValidation, msg)
+			return
+		}
+		s, in = st.s, st.in
+	} else {
+		if sess.open {
+			req.sessionID = NewSession
+		}
+		s, in, perr = e.choose(target)
+	}
 	switch perr {
 	case pickUnknownVariant:
 		e.em.errors4xx.Inc()
@@ -207,13 +236,27 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 
 	// Bound how long a client that stops reading can hold this request.
 	// Server.WriteTimeout (set by Serve) resets the deadline per request.
-	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + writeGrace))
+	if stream {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.cfg.StreamTimeout + writeGrace))
+	} else {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + writeGrace))
+	}
 
 	ctx := r.Context()
 	var res exchangeResult
 	for attempt := 0; ; attempt++ {
-		res = rt.exchange(ctx, w, e, s, in, &req)
-		if res.outcome != outConnectFailed || attempt > 0 {
+		if stream {
+			sres := rt.streamExchange(ctx, w, e, s, in, &req, sess.token)
+			res = sres.exchangeResult
+			if res.outcome != outConnectFailed || attempt > 0 || sess.token != "" {
+				rt.reportStream(w, e, s, &sres, start)
+				return
+			}
+		} else {
+			res = rt.exchange(ctx, w, e, s, in, &req, sess.token)
+		}
+		// A session lives on its instance: never move it.
+		if res.outcome != outConnectFailed || attempt > 0 || sess.token != "" {
 			break
 		}
 		// Nothing reached the instance: safe to try another one, once.
@@ -234,36 +277,9 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string) {
 	case outModelError:
 		vm.modelLatency.Observe(res.modelEnd.Sub(res.modelStart).Seconds())
 		vm.overhead.Observe(res.modelStart.Sub(start).Seconds())
-		if res.status >= 500 {
-			vm.errors5xx.Inc()
-		} else {
-			vm.errors4xx.Inc()
-		}
-		writeErrorBody(w, http.StatusFailedDependency, &ErrorBody{
-			Type: CodeModel,
-			Message: fmt.Sprintf("Received %s error (%d) from variant %s of endpoint %s with message %q.",
-				errorClass(res.status), res.status, s.variant, name, truncString(res.message, 1024)),
-			OriginalStatusCode: res.status,
-			OriginalMessage:    res.message,
-		})
-	case outTimeout:
-		vm.errors5xx.Inc()
-		writeErrorBody(w, http.StatusFailedDependency, &ErrorBody{
-			Type: CodeModel,
-			Message: fmt.Sprintf("Your invocation timed out after %s while waiting for a response from variant %s of endpoint %s. Review the model latency metrics, resolve the issue, and try again.",
-				e.timeout, s.variant, name),
-		})
-	case outBroken:
-		vm.errors5xx.Inc()
-		writeErrorBody(w, http.StatusFailedDependency, &ErrorBody{
-			Type: CodeModel,
-			Message: fmt.Sprintf("Variant %s of endpoint %s did not return a complete response: %v.",
-				s.variant, name, res.err),
-		})
-	case outConnectFailed:
-		vm.errors5xx.Inc()
-		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable,
-			fmt.Sprintf("No instance of variant %s of endpoint %s accepted a connection: %v.", s.variant, name, res.err))
+		rt.writeOutcome(w, e, s, &res)
+	case outTimeout, outBroken, outConnectFailed:
+		rt.writeOutcome(w, e, s, &res)
 	case outClientGone:
 		// Nobody to answer; not the instance's fault.
 	case outAbort:
@@ -307,7 +323,7 @@ type exchangeResult struct {
 // exchange sends req to one instance. On outOK the answer has been written
 // to w; on every other outcome nothing has been written yet, except for
 // outAbort.
-func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoint, s *slot, in *instance, req *outRequest) (res exchangeResult) {
+func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoint, s *slot, in *instance, req *outRequest, token string) (res exchangeResult) {
 	vm := s.vm
 	in.inflight.Add(1)
 	vm.inFlight.Inc()
@@ -346,6 +362,15 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 		return res
 	}
 
+	if h.contentLength > rt.cfg.MaxBodyBytes {
+		// SageMaker's 6 MB cap holds for answers too; a chunked answer
+		// that outgrows it is cut below (its head is already out).
+		rt.finish(pc, stop, false)
+		res.modelEnd = time.Now()
+		res.err = fmt.Errorf("its answer of %d bytes exceeds the %d-byte response payload limit", h.contentLength, rt.cfg.MaxBodyBytes)
+		res.outcome = outBroken
+		return res
+	}
 	hdr := w.Header()
 	if h.contentType != nil {
 		hdr[hdrContentType] = h.contentType
@@ -356,6 +381,15 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 	if h.customAttrs != "" {
 		hdr[hdrCustomAttrs] = []string{h.customAttrs}
 	}
+	if h.newSession != "" || h.closedSession != "" {
+		if err := rt.sessionHeaders(hdr, e, in, req, token, &h); err != nil {
+			rt.finish(pc, stop, false)
+			res.modelEnd = time.Now()
+			res.err = err
+			res.outcome = outBroken
+			return res
+		}
+	}
 	if !h.chunked && h.contentLength >= 0 {
 		hdr[hdrContentLength] = pc.contentLengthHeader(h.contentLength)
 	}
@@ -364,8 +398,12 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 		_, err = pc.relayFixed(w, h.contentLength)
 	} else {
 		bp := rt.getBuf(32 << 10)
-		_, err = relay(w, pc.bodyReader(&h), (*bp)[:32<<10])
+		var n int64
+		n, err = relay(w, io.LimitReader(pc.bodyReader(&h), rt.cfg.MaxBodyBytes+1), (*bp)[:32<<10])
 		rt.putBuf(bp)
+		if err == nil && n > rt.cfg.MaxBodyBytes {
+			err = fmt.Errorf("the answer exceeds the %d-byte response payload limit", rt.cfg.MaxBodyBytes)
+		}
 	}
 	res.modelEnd = time.Now()
 	rt.finish(pc, stop, err == nil && !h.close)

@@ -18,6 +18,9 @@ import (
 // MaxBodyBytes is SageMaker's real-time payload limit (6 MB).
 const MaxBodyBytes = 6291456
 
+// DefaultStreamTimeout bounds a response stream when Config sets none.
+const DefaultStreamTimeout = 10 * time.Minute
+
 // Config tunes a Router. The zero value of every field means its default.
 type Config struct {
 	Logger hclog.Logger
@@ -86,6 +89,18 @@ type Config struct {
 	// URL signs for whatever region its SDK is configured with.
 	SigV4Region string
 
+	// StreamTimeout bounds a whole InvokeEndpointWithResponseStream answer,
+	// from sending the request to the model's last chunk (default 10 min);
+	// the first byte must still come within the endpoint's model timeout.
+	// A stream cut by it ends with a ModelInvocationTimeExceeded event.
+	StreamTimeout time.Duration
+
+	// SessionKeys turns on stateful sessions (SessionId): HMAC-SHA256 keys
+	// of at least 32 bytes that every router of the fleet shares. The first
+	// signs new session IDs; all verify. Nil: a SessionId header is
+	// refused with a ValidationError. See sessions.go and LoadSessionKeys.
+	SessionKeys [][]byte
+
 	// Authenticate, when set, runs before an invocation's body is read; an
 	// error answers 403 AccessDeniedException. With SigV4Keys it runs only
 	// on requests whose signature has been verified (after the body is
@@ -131,6 +146,9 @@ func (c *Config) setDefaults() {
 	if c.MaxShadowInFlight <= 0 {
 		c.MaxShadowInFlight = 256
 	}
+	if c.StreamTimeout <= 0 {
+		c.StreamTimeout = DefaultStreamTimeout
+	}
 	if c.Account == "" {
 		c.Account = "serai"
 	}
@@ -146,7 +164,8 @@ type Router struct {
 	registry *prometheus.Registry
 	metricsH http.Handler
 	up       *upstreamConfig
-	sigv4    *sigv4Auth // nil: no signature verification
+	sigv4    *sigv4Auth    // nil: no signature verification
+	sessions *sessionCodec // nil: stateful sessions off
 
 	table atomic.Pointer[table]
 
@@ -209,6 +228,14 @@ func New(cfg Config) (*Router, error) {
 		}
 		rt.sigv4 = a
 		rt.cfg.SigV4Keys = nil // the copy in rt.sigv4 is the one used
+	}
+	if cfg.SessionKeys != nil {
+		c, err := newSessionCodec(cfg.SessionKeys)
+		if err != nil {
+			return nil, err
+		}
+		rt.sessions = c
+		rt.cfg.SessionKeys = nil // the copy in rt.sessions is the one used
 	}
 	rt.shadowCtx, rt.shadowCancel = context.WithCancel(context.Background())
 	rt.registry = cfg.Registry
@@ -351,6 +378,7 @@ func (rt *Router) rebuildLocked(name string) {
 			key: k, endpoint: name, id: in.ID, addr: in.Address,
 			variant: in.Variant, generation: in.Generation, shadow: in.Shadow,
 			pool: newConnPool(in.Address, rt.up),
+			ref:  makeInstanceRef(name, k),
 		}
 	}
 	for k, in := range live {

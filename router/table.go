@@ -34,6 +34,11 @@ type endpoint struct {
 
 	shadows []*shadowSlot
 
+	// sessions finds the instance a session ID names: every instance of a
+	// production variant Consul reports healthy, ejected ones included
+	// (a session lives on one instance only).
+	sessions map[instanceRef]sessionTarget
+
 	em *variantMetrics // errors before a variant is chosen (variant="")
 }
 
@@ -75,6 +80,7 @@ type instance struct {
 	generation int
 	shadow     bool
 	pool       *connPool
+	ref        instanceRef // what session IDs name (sessions.go)
 
 	inflight atomic.Int64
 	fails    atomic.Int32
@@ -188,6 +194,7 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 		name:      name,
 		timeout:   timeout,
 		byVariant: map[string]*variantChoice{},
+		sessions:  map[instanceRef]sessionTarget{},
 		em:        rt.m.endpointLevel(name),
 	}
 
@@ -246,6 +253,9 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 			}
 			insts := byGV[gv{g.Generation, v.Name, false}]
 			healthy[sk] += len(insts)
+			for _, in := range insts {
+				e.sessions[in.ref] = sessionTarget{s, in}
+			}
 			var up []*instance
 			for _, in := range insts {
 				if in.ejected.Load() {

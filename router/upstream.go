@@ -103,14 +103,21 @@ type outRequest struct {
 	accept      string
 	customAttrs string
 	inferenceID string
-	body        []byte
+	// sessionID is passed to the model as X-Amzn-SageMaker-Session-Id:
+	// NEW_SESSION or the model's own ID of an open session (sessions.go).
+	sessionID string
+	body      []byte
 }
 
 // respHead is the part of the model's response the router uses.
 type respHead struct {
-	status        int
-	contentType   []string // nil when the model sent none
-	customAttrs   string
+	status      int
+	contentType []string // nil when the model sent none
+	customAttrs string
+	// newSession and closedSession are the model's stateful-session
+	// answers (X-Amzn-SageMaker-Session-Id, -Closed-Session-Id).
+	newSession    string
+	closedSession string
 	contentLength int64 // -1 when unknown
 	chunked       bool
 	close         bool
@@ -251,6 +258,10 @@ func (pc *pconn) writeRequest(r *outRequest) error {
 		b = append(b, "\r\nX-Amzn-SageMaker-Inference-Id: "...)
 		b = append(b, r.inferenceID...)
 	}
+	if r.sessionID != "" {
+		b = append(b, "\r\nX-Amzn-SageMaker-Session-Id: "...)
+		b = append(b, r.sessionID...)
+	}
 	b = append(b, "\r\n\r\n"...)
 	var err error
 	if len(r.body) <= inlineBodyMax {
@@ -389,6 +400,10 @@ func (pc *pconn) readOneHead(h *respHead) error {
 			}
 		case len(name) == 34 && asciiEqualFold(name, "x-amzn-sagemaker-custom-attributes"):
 			h.customAttrs = string(value)
+		case len(name) == 27 && asciiEqualFold(name, "x-amzn-sagemaker-session-id"):
+			h.newSession = string(value)
+		case len(name) == 34 && asciiEqualFold(name, "x-amzn-sagemaker-closed-session-id"):
+			h.closedSession = string(value)
 		}
 	}
 	if h.chunked {

@@ -34,6 +34,7 @@ func newApp() *cli.App {
 			serverCommand(),
 			fetchModelCommand(),
 			setupCommand(),
+			invokeCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
 		OnUsageError:   usageError,

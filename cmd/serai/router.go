@@ -34,6 +34,8 @@ func routerCommand() *cli.Command {
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long in-flight requests may take to finish on SIGTERM"},
 			&cli.Int64Flag{Name: "max-in-flight", Value: 10000, Usage: "concurrent invocations before answering 503"},
 			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (or a JSON object); when set, invocations must carry an AWS SigV4 signature (service sagemaker) by one of these keys. The file must not be accessible to other users; SIGHUP reloads it"},
+			&cli.StringFlag{Name: "session-key-file", Usage: "`FILE` of hex HMAC keys (one per line, at least 32 bytes each; the first signs) that every router of the fleet shares; turns on stateful sessions (SessionId)"},
+			&cli.DurationFlag{Name: "stream-timeout", Value: router.DefaultStreamTimeout, Usage: "longest InvokeEndpointWithResponseStream answer"},
 			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
 		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
@@ -65,6 +67,17 @@ func runRouter(c *cli.Context) error {
 		return cli.Exit("serai router: --sigv4-region needs --sigv4-keys", exitUsage)
 	}
 
+	var sessionKeys [][]byte
+	if path := c.String("session-key-file"); path != "" {
+		if sessionKeys, err = router.LoadSessionKeys(path); err != nil {
+			return cli.Exit(fmt.Sprintf("serai router: --session-key-file: %v", err), exitUsage)
+		}
+		log.Info("stateful sessions on", "session_key_file", path, "keys", len(sessionKeys))
+	}
+	if c.Duration("stream-timeout") <= 0 {
+		return cli.Exit("serai router: --stream-timeout must be positive", exitUsage)
+	}
+
 	consulCfg := consulapi.DefaultConfig()
 	consulCfg.Address = c.String("consul-addr")
 	consul, err := consulapi.NewClient(consulCfg)
@@ -78,6 +91,9 @@ func runRouter(c *cli.Context) error {
 		MaxInFlight: c.Int64("max-in-flight"),
 		SigV4Keys:   keys,
 		SigV4Region: c.String("sigv4-region"),
+
+		SessionKeys:   sessionKeys,
+		StreamTimeout: c.Duration("stream-timeout"),
 	})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitUsage)

@@ -5,6 +5,8 @@
 //	                       model from $SM_MODEL_DIR (/opt/ml/model)
 //	model-server train     fit a softmax regression on a CSV and write
 //	                       model.json + model.tar.gz
+//	model-server train-text  fit a word-level n-gram text generator on a
+//	                       text file; serve then streams generated tokens
 //
 // See README.md for the request and response formats.
 package main
@@ -20,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -38,7 +41,7 @@ func main() {
 
 func run(args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) == 0 {
-		return errors.New("usage: model-server serve | train [flags]")
+		return errors.New("usage: model-server serve | train | train-text [flags]")
 	}
 	switch args[0] {
 	case "serve":
@@ -47,8 +50,10 @@ func run(args []string, stdout io.Writer, log *slog.Logger) error {
 		return serve(ctx, args[1:], log)
 	case "train":
 		return train(args[1:], stdout)
+	case "train-text":
+		return trainText(args[1:], stdout)
 	default:
-		return fmt.Errorf("unknown command %q: want serve or train", args[0])
+		return fmt.Errorf("unknown command %q: want serve, train or train-text", args[0])
 	}
 }
 
@@ -56,8 +61,16 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", "", "address to listen on (default: $NOMAD_IP_http or all interfaces, port $SAGEMAKER_BIND_TO_PORT or 8080)")
 	modelDir := fs.String("model-dir", "", "directory holding model.json (default: $SM_MODEL_DIR or /opt/ml/model)")
+	tokenDelay := fs.Duration("token-delay", 0, "text models: pause before each streamed token (default: $TOKEN_DELAY or 0)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *tokenDelay == 0 && os.Getenv("TOKEN_DELAY") != "" {
+		d, err := time.ParseDuration(os.Getenv("TOKEN_DELAY"))
+		if err != nil || d < 0 {
+			return fmt.Errorf("TOKEN_DELAY=%q: want a duration such as 20ms", os.Getenv("TOKEN_DELAY"))
+		}
+		*tokenDelay = d
 	}
 	if *listen == "" {
 		*listen = defaultListen()
@@ -65,11 +78,27 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if *modelDir == "" {
 		*modelDir = envOr("SM_MODEL_DIR", "/opt/ml/model")
 	}
-	m, err := LoadModel(*modelDir)
-	if err != nil {
-		// Exiting lets the scheduler report and restart the task; a server
-		// that answers /ping with errors forever would only hide it.
-		return fmt.Errorf("loading model from %s: %w", *modelDir, err)
+	// Exiting when the model cannot be loaded lets the scheduler report
+	// and restart the task; a server that answers /ping with errors
+	// forever would only hide it.
+	var handler http.Handler
+	var desc []any
+	if f, err := modelFormatOf(*modelDir); err == nil && f == textFormat {
+		tm, err := LoadTextModel(*modelDir)
+		if err != nil {
+			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
+		}
+		ts := NewTextServer(tm, *tokenDelay, log)
+		ts.Instance = os.Getenv("NOMAD_ALLOC_ID")
+		handler = ts.Handler()
+		desc = []any{"version", tm.Version, "kind", "text", "order", tm.Order, "token_delay", *tokenDelay}
+	} else {
+		m, err := LoadModel(*modelDir)
+		if err != nil {
+			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
+		}
+		handler = NewServer(m, log).Handler()
+		desc = []any{"version", m.Version, "features", m.Features}
 	}
 	flt, err := faultsFromEnv()
 	if err != nil {
@@ -79,9 +108,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "model_dir", *modelDir, "version", m.Version, "features", m.Features)
+	log.Info("serving", append([]any{"addr", ln.Addr().String(), "model_dir", *modelDir}, desc...)...)
 	srv := &http.Server{
-		Handler:           flt.wrap(NewServer(m, log).Handler()),
+		Handler:           flt.wrap(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 1)
@@ -150,5 +179,33 @@ func train(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "model %s on %v: train accuracy %.3f (%d rows), test accuracy %.3f (%d rows); wrote %s/model.json and %s/model.tar.gz\n",
 		m.Version, m.Features, m.Training.TrainAccuracy, m.Training.Rows, m.Training.TestAccuracy, m.Training.TestRows, *out, *out)
+	return nil
+}
+
+func trainText(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("train-text", flag.ContinueOnError)
+	data := fs.String("data", "examples/data/opticks.txt", "training text (UTF-8)")
+	version := fs.String("version", "", "model version recorded in model.json and every response (required)")
+	order := fs.Int("order", 2, "n-gram order: tokens of context (1 = bigram, 2 = trigram)")
+	out := fs.String("out", "", "directory to write model.json and model.tar.gz to (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *version == "" || *out == "" {
+		return errors.New("train-text: --version and --out are required")
+	}
+	b, err := os.ReadFile(*data)
+	if err != nil {
+		return err
+	}
+	m, err := TrainText(string(b), filepath.Base(*data), *version, *order)
+	if err != nil {
+		return fmt.Errorf("train-text: %w", err)
+	}
+	if err := m.Save(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "text model %s (order %d) on %s: %d tokens, vocabulary %d, held-out perplexity %.1f (%d tokens); wrote %s/model.json and %s/model.tar.gz\n",
+		m.Version, m.Order, m.Training.Source, m.Training.Tokens, len(m.Vocab), m.Training.HeldOutPerplex, m.Training.HeldOutTokens, *out, *out)
 	return nil
 }

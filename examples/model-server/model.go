@@ -419,7 +419,12 @@ func (m *Model) Save(dir string) error {
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
+	return saveModelFiles(dir, append(b, '\n'))
+}
+
+// saveModelFiles writes b as dir/model.json and as the only file of
+// dir/model.tar.gz.
+func saveModelFiles(dir string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

@@ -11,6 +11,10 @@
 //	var me *client.ModelError
 //	if errors.As(err, &me) { ... me.OriginalStatusCode, me.OriginalMessage ... }
 //
+// InvokeStream calls InvokeEndpointWithResponseStream and hands back the
+// model's parts as they arrive (stream.go); Input.SessionID carries
+// SageMaker's stateful sessions.
+//
 // For routers that require AWS Signature Version 4 (serai router
 // --sigv4-keys), set Credentials: every request is then signed for service
 // "sagemaker" with the aws-sdk-go-v2 signer, as the AWS SDK would sign it:
@@ -156,6 +160,9 @@ type Input struct {
 	CustomAttributes string
 	TargetVariant    string
 	InferenceID      string
+	// SessionID is "NEW_SESSION" to open a stateful session (Invoke only),
+	// or the ID of an open one.
+	SessionID string
 }
 
 // Output is the model's answer.
@@ -164,6 +171,11 @@ type Output struct {
 	ContentType              string
 	InvokedProductionVariant string
 	CustomAttributes         string
+	// NewSessionID is the opened session's ID and expiry
+	// ("<id>; Expires=<time>"); ClosedSessionID the ID of a session the
+	// request closed.
+	NewSessionID    string
+	ClosedSessionID string
 }
 
 // Invoke calls an endpoint. Errors answered by the router are
@@ -203,7 +215,36 @@ func (c *Client) Invoke(ctx context.Context, in *Input) (*Output, error) {
 func (c *Client) invokeOnce(ctx context.Context, base string, in *Input) (*Output, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	u := base + "/endpoints/" + url.PathEscape(in.EndpointName) + "/invocations"
+	req, err := c.newRequest(ctx, base, "/invocations", in)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return nil, fmt.Errorf("client: reading response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeError(resp, body)
+	}
+	return &Output{
+		Body:                     body,
+		ContentType:              resp.Header.Get("Content-Type"),
+		InvokedProductionVariant: resp.Header.Get("X-Amzn-Invoked-Production-Variant"),
+		CustomAttributes:         resp.Header.Get("X-Amzn-SageMaker-Custom-Attributes"),
+		NewSessionID:             resp.Header.Get("X-Amzn-SageMaker-New-Session-Id"),
+		ClosedSessionID:          resp.Header.Get("X-Amzn-SageMaker-Closed-Session-Id"),
+	}, nil
+}
+
+// newRequest builds and, with Credentials, signs one request to a router;
+// op is "/invocations" or "/invocations-response-stream".
+func (c *Client) newRequest(ctx context.Context, base, op string, in *Input) (*http.Request, error) {
+	u := base + "/endpoints/" + url.PathEscape(in.EndpointName) + op
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(in.Body))
 	if err != nil {
 		return nil, err
@@ -213,7 +254,14 @@ func (c *Client) invokeOnce(ctx context.Context, base string, in *Input) (*Outpu
 		h.Set("Content-Type", in.ContentType)
 	}
 	if in.Accept != "" {
-		h.Set("Accept", in.Accept)
+		if op == "/invocations" {
+			h.Set("Accept", in.Accept)
+		} else {
+			h.Set("X-Amzn-SageMaker-Accept", in.Accept)
+		}
+	}
+	if in.SessionID != "" {
+		h.Set("X-Amzn-SageMaker-Session-Id", in.SessionID)
 	}
 	if in.CustomAttributes != "" {
 		h.Set("X-Amzn-SageMaker-Custom-Attributes", in.CustomAttributes)
@@ -234,24 +282,7 @@ func (c *Client) invokeOnce(ctx context.Context, base string, in *Input) (*Outpu
 			return nil, fmt.Errorf("client: signing: %w", err)
 		}
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return nil, fmt.Errorf("client: reading response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, decodeError(resp, body)
-	}
-	return &Output{
-		Body:                     body,
-		ContentType:              resp.Header.Get("Content-Type"),
-		InvokedProductionVariant: resp.Header.Get("X-Amzn-Invoked-Production-Variant"),
-		CustomAttributes:         resp.Header.Get("X-Amzn-SageMaker-Custom-Attributes"),
-	}, nil
+	return req, nil
 }
 
 // lookup returns router base URLs, from the cache unless it is stale or
