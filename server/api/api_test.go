@@ -69,6 +69,22 @@ func TestModelLifecycle(t *testing.T) {
 	}
 }
 
+func TestDefaultArtifactStore(t *testing.T) {
+	e := newEnv(t)
+	e.ok("CreateModel", `{"ModelName":"m","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"}}`)
+	var d smapi.DescribeModelOutput
+	e.ok("DescribeModel", `{"ModelName":"m"}`).decode(t, &d)
+	if d.Serai == nil || d.Serai.ArtifactStore == nil || d.Serai.ArtifactStore.Name != DefaultArtifactStore {
+		t.Fatalf("%+v", d.Serai)
+	}
+	e.ok("CreateModel", `{"ModelName":"n","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"},"Serai":{"ArtifactStore":{"Name":"minio","Endpoint":"http://127.0.0.1:9000","PathStyle":true}}}`)
+	d = smapi.DescribeModelOutput{}
+	e.ok("DescribeModel", `{"ModelName":"n"}`).decode(t, &d)
+	if d.Serai.ArtifactStore.Name != "minio" {
+		t.Fatalf("%+v", d.Serai)
+	}
+}
+
 func TestContainersAsPrimary(t *testing.T) {
 	e := newEnv(t)
 	e.ok("CreateModel", `{"ModelName":"m","Containers":[{"Image":"img:1"}]}`)
