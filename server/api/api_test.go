@@ -573,6 +573,29 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 }
 
+// hangingKV accepts requests and never answers, like a Consul behind a
+// dead network path.
+type hangingKV struct{ failingKV }
+
+func (hangingKV) Get(ctx context.Context, _ string) ([]byte, uint64, error) {
+	<-ctx.Done()
+	return nil, 0, fmt.Errorf("consul kv get: %w", ctx.Err())
+}
+
+func (hangingKV) List(ctx context.Context, _ string) ([]records.Pair, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("consul kv list: %w", ctx.Err())
+}
+
+func TestStoreHangs(t *testing.T) {
+	h, err := New(Config{Store: records.Store{KV: hangingKV{}}, RequestTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, h: h}
+	e.fails("DescribeEndpoint", smapi.DescribeEndpointInput{EndpointName: "e"}, http.StatusServiceUnavailable, smapi.ErrServiceUnavailable, "did not answer in time")
+}
+
 func TestObserverErrorStillDescribes(t *testing.T) {
 	e := newEnv(t)
 	e.seed()
