@@ -85,6 +85,27 @@ func TestDefaultArtifactStore(t *testing.T) {
 	}
 }
 
+// TestSDKShapedConfig: what SageMaker says with its own members (a shadow
+// variant's weight, an s3 capture destination) needs no extension.
+func TestSDKShapedConfig(t *testing.T) {
+	e := newEnv(t)
+	e.seed()
+	in := config("shadowed", variant("a", "m1", 1, 3), variant("b", "m1", 1, 1))
+	in.ShadowProductionVariants = []smapi.ProductionVariant{variant("s", "m2", 1, 1)}
+	in.DataCaptureConfig = &smapi.DataCaptureConfig{DestinationS3Uri: "s3://bucket/capture", InitialSamplingPercentage: ptr(10),
+		CaptureOptions: []smapi.CaptureOption{{CaptureMode: "Input"}}}
+	e.ok("CreateEndpointConfig", in)
+	var d smapi.DescribeEndpointConfigOutput
+	e.ok("DescribeEndpointConfig", smapi.DescribeEndpointConfigInput{EndpointConfigName: "shadowed"}).decode(t, &d)
+	s := d.ShadowProductionVariants[0]
+	if s.InitialVariantWeight != nil || s.Serai == nil || *s.Serai.SamplingPercent != 25 || d.Serai.DataCaptureStore.Name != DefaultArtifactStore {
+		t.Fatalf("%+v %+v", s, d.Serai)
+	}
+	in.EndpointConfigName = "zero"
+	in.ShadowProductionVariants[0].InitialVariantWeight = ptr(0.0)
+	e.fails("CreateEndpointConfig", in, bad, smapi.ErrValidation, "'shadowProductionVariants.1.member.initialVariantWeight'")
+}
+
 func TestContainersAsPrimary(t *testing.T) {
 	e := newEnv(t)
 	e.ok("CreateModel", `{"ModelName":"m","Containers":[{"Image":"img:1"}]}`)
