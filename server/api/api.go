@@ -87,11 +87,16 @@ type Config struct {
 	// ObserveTimeout bounds one Observer call, so a slow cluster does not
 	// hold DescribeEndpoint (and the SDK waiters) up.
 	ObserveTimeout time.Duration
+	// RequestTimeout bounds one request's work on the store: a Consul
+	// that accepts connections but does not answer yields a 503 rather
+	// than a request that hangs.
+	RequestTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Region: DefaultRegion, Account: DefaultAccount, MaxBodyBytes: DefaultMaxBodyBytes, ObserveTimeout: 2 * time.Second}
+	return Config{Region: DefaultRegion, Account: DefaultAccount, MaxBodyBytes: DefaultMaxBodyBytes,
+		ObserveTimeout: 2 * time.Second, RequestTimeout: 15 * time.Second}
 }
 
 func (c Config) withDefaults() Config {
@@ -107,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ObserveTimeout <= 0 {
 		c.ObserveTimeout = d.ObserveTimeout
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = d.RequestTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -332,7 +340,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg: "Content-Type must be " + ContentType + "."})
 		return
 	}
-	out, err := h.run(r.Context(), fn, body)
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	out, err := h.run(ctx, fn, body)
 	if err != nil {
 		h.fail(w, r, opName, reqID, storeError(err))
 		return

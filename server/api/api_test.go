@@ -69,6 +69,43 @@ func TestModelLifecycle(t *testing.T) {
 	}
 }
 
+func TestDefaultArtifactStore(t *testing.T) {
+	e := newEnv(t)
+	e.ok("CreateModel", `{"ModelName":"m","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"}}`)
+	var d smapi.DescribeModelOutput
+	e.ok("DescribeModel", `{"ModelName":"m"}`).decode(t, &d)
+	if d.Serai == nil || d.Serai.ArtifactStore == nil || d.Serai.ArtifactStore.Name != DefaultArtifactStore {
+		t.Fatalf("%+v", d.Serai)
+	}
+	e.ok("CreateModel", `{"ModelName":"n","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"},"Serai":{"ArtifactStore":{"Name":"minio","Endpoint":"http://127.0.0.1:9000","PathStyle":true}}}`)
+	d = smapi.DescribeModelOutput{}
+	e.ok("DescribeModel", `{"ModelName":"n"}`).decode(t, &d)
+	if d.Serai.ArtifactStore.Name != "minio" {
+		t.Fatalf("%+v", d.Serai)
+	}
+}
+
+// TestSDKShapedConfig: what SageMaker says with its own members (a shadow
+// variant's weight, an s3 capture destination) needs no extension.
+func TestSDKShapedConfig(t *testing.T) {
+	e := newEnv(t)
+	e.seed()
+	in := config("shadowed", variant("a", "m1", 1, 3), variant("b", "m1", 1, 1))
+	in.ShadowProductionVariants = []smapi.ProductionVariant{variant("s", "m2", 1, 1)}
+	in.DataCaptureConfig = &smapi.DataCaptureConfig{DestinationS3Uri: "s3://bucket/capture", InitialSamplingPercentage: ptr(10),
+		CaptureOptions: []smapi.CaptureOption{{CaptureMode: "Input"}}}
+	e.ok("CreateEndpointConfig", in)
+	var d smapi.DescribeEndpointConfigOutput
+	e.ok("DescribeEndpointConfig", smapi.DescribeEndpointConfigInput{EndpointConfigName: "shadowed"}).decode(t, &d)
+	s := d.ShadowProductionVariants[0]
+	if s.InitialVariantWeight != nil || s.Serai == nil || *s.Serai.SamplingPercent != 25 || d.Serai.DataCaptureStore.Name != DefaultArtifactStore {
+		t.Fatalf("%+v %+v", s, d.Serai)
+	}
+	in.EndpointConfigName = "zero"
+	in.ShadowProductionVariants[0].InitialVariantWeight = ptr(0.0)
+	e.fails("CreateEndpointConfig", in, bad, smapi.ErrValidation, "'shadowProductionVariants.1.member.initialVariantWeight'")
+}
+
 func TestContainersAsPrimary(t *testing.T) {
 	e := newEnv(t)
 	e.ok("CreateModel", `{"ModelName":"m","Containers":[{"Image":"img:1"}]}`)
@@ -555,6 +592,29 @@ func TestStoreUnavailable(t *testing.T) {
 			t.Errorf("%s: the answer leaks the store's address: %s", op, r.body)
 		}
 	}
+}
+
+// hangingKV accepts requests and never answers, like a Consul behind a
+// dead network path.
+type hangingKV struct{ failingKV }
+
+func (hangingKV) Get(ctx context.Context, _ string) ([]byte, uint64, error) {
+	<-ctx.Done()
+	return nil, 0, fmt.Errorf("consul kv get: %w", ctx.Err())
+}
+
+func (hangingKV) List(ctx context.Context, _ string) ([]records.Pair, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("consul kv list: %w", ctx.Err())
+}
+
+func TestStoreHangs(t *testing.T) {
+	h, err := New(Config{Store: records.Store{KV: hangingKV{}}, RequestTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, h: h}
+	e.fails("DescribeEndpoint", smapi.DescribeEndpointInput{EndpointName: "e"}, http.StatusServiceUnavailable, smapi.ErrServiceUnavailable, "did not answer in time")
 }
 
 func TestObserverErrorStillDescribes(t *testing.T) {

@@ -34,7 +34,6 @@ const (
 type authenticator struct {
 	keys   atomic.Pointer[map[string]string]
 	region string
-	signer *v4.Signer
 	now    func() time.Time
 }
 
@@ -44,7 +43,7 @@ type signedRequest struct {
 }
 
 func newAuthenticator(keys map[string]string, region string, now func() time.Time) (*authenticator, error) {
-	a := &authenticator{region: region, signer: v4.NewSigner(), now: now}
+	a := &authenticator{region: region, now: now}
 	if err := a.setKeys(keys); err != nil {
 		return nil, err
 	}
@@ -134,7 +133,11 @@ func (a *authenticator) verify(r *http.Request, s *signedRequest, body []byte) *
 	if !ok {
 		return denied(smapi.ErrUnrecognizedClient, msgInvalidToken)
 	}
-	res, err := sigv4.Verify(r.Context(), a.signer, r, s.auth, aws.Credentials{SecretAccessKey: secret}, hash, s.when)
+	// A signer per request: the SDK signer caches derived keys by access
+	// key ID, region, service and day, not by secret, so a shared one
+	// would keep accepting a rotated-out secret (and refuse the new one)
+	// until midnight UTC. Deriving costs four HMACs.
+	res, err := sigv4.Verify(r.Context(), v4.NewSigner(), r, s.auth, aws.Credentials{SecretAccessKey: secret}, hash, s.when)
 	if err != nil || res != sigv4.Match {
 		return denied(smapi.ErrInvalidSignature, msgSignatureInvalid)
 	}

@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"errors"
+	"math"
+	"strings"
 
 	"github.com/seraihq/serai/jobspec"
 	"github.com/seraihq/serai/server/records"
@@ -26,6 +28,51 @@ func (f *fieldErrors) variants(path string, vs []smapi.ProductionVariant) {
 		}
 	}
 }
+
+// normalizeConfig turns what SageMaker expresses with its own members
+// into serai's terms, so the SDKs need no extension:
+//   - a shadow variant's InitialVariantWeight is SageMaker's way to say
+//     which share of requests it mirrors (its weight over the production
+//     variants' total): it becomes Serai.SamplingPercent;
+//   - an s3:// data capture destination without a store uses the default
+//     store, as models do.
+func normalizeConfig(in smapi.CreateEndpointConfigInput) smapi.CreateEndpointConfigInput {
+	var total float64
+	for _, v := range in.ProductionVariants {
+		if v.InitialVariantWeight == nil {
+			total += jobspec.DefaultWeight
+		} else if *v.InitialVariantWeight > 0 {
+			total += *v.InitialVariantWeight
+		}
+	}
+	shadows := make([]smapi.ProductionVariant, len(in.ShadowProductionVariants))
+	for i, v := range in.ShadowProductionVariants {
+		if v.InitialVariantWeight != nil && *v.InitialVariantWeight > 0 && total > 0 && (v.Serai == nil || v.Serai.SamplingPercent == nil) {
+			x := smapi.VariantExtension{}
+			if v.Serai != nil {
+				x = *v.Serai
+			}
+			pct := int(math.Round(100 * *v.InitialVariantWeight / total))
+			x.SamplingPercent = ptrTo(max(1, min(100, pct)))
+			v.Serai, v.InitialVariantWeight = &x, nil
+		}
+		shadows[i] = v
+	}
+	if len(shadows) > 0 {
+		in.ShadowProductionVariants = shadows
+	}
+	if dc := in.DataCaptureConfig; dc != nil && strings.HasPrefix(dc.DestinationS3Uri, "s3://") && (in.Serai == nil || in.Serai.DataCaptureStore == nil) {
+		x := smapi.EndpointConfigExtension{}
+		if in.Serai != nil {
+			x = *in.Serai
+		}
+		x.DataCaptureStore = &smapi.ArtifactStore{Name: DefaultArtifactStore}
+		in.Serai = &x
+	}
+	return in
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 // loadModels reads the models a config lists; the first missing one is
 // SageMaker's "Could not find model".
@@ -79,11 +126,16 @@ func (h *Handler) createEndpointConfig(ctx context.Context, in *smapi.CreateEndp
 	if dc := in.DataCaptureConfig; dc != nil && dc.DestinationS3Uri == "" {
 		f.null("dataCaptureConfig.destinationS3Uri")
 	}
+	for i, v := range in.ShadowProductionVariants {
+		if v.InitialVariantWeight != nil && *v.InitialVariantWeight == 0 && (v.Serai == nil || v.Serai.SamplingPercent == nil) {
+			f.bad(member("shadowProductionVariants", i)+".initialVariantWeight", 0.0, "Member must be greater than 0: a shadow variant's weight sets the share of requests mirrored to it")
+		}
+	}
 	f.tags("tags", in.Tags)
 	if err := f.err(); err != nil {
 		return nil, err
 	}
-	spec := *in
+	spec := normalizeConfig(*in)
 	spec.Tags = nil
 	arn := h.arn(arnEndpointConfig, in.EndpointConfigName)
 	exists := validationf("Cannot create already existing endpoint configuration %q.", arn)

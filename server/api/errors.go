@@ -57,7 +57,7 @@ func storeError(err error) *apiError {
 		return ae
 	}
 	switch {
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
 		return &apiError{status: 499, code: smapi.ErrServiceUnavailable, msg: "The request was cancelled.", cause: err}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{status: http.StatusServiceUnavailable, code: smapi.ErrServiceUnavailable,

@@ -3,11 +3,17 @@ package api
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/seraihq/serai/server/records"
 	"github.com/seraihq/serai/server/smapi"
 	"github.com/seraihq/serai/server/translate"
 )
+
+// DefaultArtifactStore is the store an s3:// ModelDataUrl is read from
+// when the request names none (as the AWS SDKs never do): AWS S3 in
+// us-east-1, keys in Vault KV v2 at secret/data/serai/stores/default.
+const DefaultArtifactStore = "default"
 
 func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (*smapi.CreateModelOutput, error) {
 	var f fieldErrors
@@ -29,6 +35,16 @@ func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (
 		if c.Mode != "" && c.Mode != "SingleModel" {
 			f.bad("primaryContainer.mode", c.Mode, "Member must satisfy enum value set: [SingleModel] (serai does not serve multi-model endpoints)")
 		}
+	}
+	// SageMaker models name S3 artifacts without a store; serai needs one
+	// (its Vault path holds the keys), so the documented default applies.
+	if c := spec.PrimaryContainer; c != nil && strings.HasPrefix(c.ModelDataUrl, "s3://") && (spec.Serai == nil || spec.Serai.ArtifactStore == nil) {
+		x := smapi.ModelExtension{}
+		if spec.Serai != nil {
+			x = *spec.Serai
+		}
+		x.ArtifactStore = &smapi.ArtifactStore{Name: DefaultArtifactStore}
+		spec.Serai = &x
 	}
 	if spec.EnableNetworkIsolation {
 		f.bad("enableNetworkIsolation", true, "Member must be false: serai does not isolate model servers from the network (docs/api.md)")

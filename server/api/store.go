@@ -52,7 +52,7 @@ type loaded[T any] struct {
 
 // touch rewrites the record unchanged, guarded by its index.
 func (l loaded[T]) touch() records.TxnOp {
-	return records.TxnOp{Verb: records.TxnCAS, Key: l.key, Value: l.raw, Index: l.idx}
+	return records.TxnOp{Verb: records.TxnTouch, Key: l.key, Value: l.raw, Index: l.idx}
 }
 
 // load reads one record; records.ErrNotFound when absent.

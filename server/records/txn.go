@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 )
@@ -21,6 +23,11 @@ const (
 	// TxnCheckIndex writes nothing; it fails the transaction unless the
 	// key exists at Index.
 	TxnCheckIndex
+	// TxnTouch rewrites the key's Value (as read at Index) so that its
+	// modify index moves: a check-and-set by anyone who read it before
+	// then fails. Consul skips a write that changes nothing, so ConsulKV
+	// changes the key's flags (which serai does not use) to a new nonce.
+	TxnTouch
 )
 
 // TxnOp is one operation of an atomic multi-key write.
@@ -60,6 +67,9 @@ func (c ConsulKV) Txn(ctx context.Context, ops []TxnOp) error {
 			k.Verb = consulapi.KVDeleteCAS
 		case TxnCheckIndex:
 			k.Verb = consulapi.KVCheckIndex
+		case TxnTouch:
+			k.Verb = consulapi.KVCAS
+			k.Flags = nonce()
 		default:
 			return fmt.Errorf("consul kv txn: unknown verb %d", op.Verb)
 		}
@@ -81,6 +91,14 @@ func (c ConsulKV) Txn(ctx context.Context, ops []TxnOp) error {
 	return nil
 }
 
+// nonce returns flags for a touched key: the clock and a counter, so two
+// touches of one key practically never write the same flags.
+func nonce() uint64 {
+	return uint64(time.Now().UnixNano())<<8 | uint64(nonceSeq.Add(1)&0xff) | 1
+}
+
+var nonceSeq atomic.Uint64
+
 // Txn implements Txner.
 func (m *MemKV) Txn(_ context.Context, ops []TxnOp) error {
 	m.mu.Lock()
@@ -88,7 +106,7 @@ func (m *MemKV) Txn(_ context.Context, ops []TxnOp) error {
 	for _, op := range ops {
 		p, ok := m.data[op.Key]
 		switch op.Verb {
-		case TxnCAS:
+		case TxnCAS, TxnTouch:
 			if (op.Index == 0 && ok) || (op.Index != 0 && (!ok || p.Index != op.Index)) {
 				return fmt.Errorf("%s: %w", op.Key, ErrConflict)
 			}
@@ -105,7 +123,7 @@ func (m *MemKV) Txn(_ context.Context, ops []TxnOp) error {
 	m.index++
 	for _, op := range ops {
 		switch op.Verb {
-		case TxnCAS:
+		case TxnCAS, TxnTouch:
 			m.data[op.Key] = Pair{Key: op.Key, Value: append([]byte(nil), op.Value...), Index: m.index}
 		case TxnDeleteCAS:
 			delete(m.data, op.Key)
