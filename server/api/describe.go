@@ -83,7 +83,7 @@ func (h *Handler) describeEndpoint(ctx context.Context, in *smapi.DescribeEndpoi
 	// The generation and config the ProductionVariants describe: the live
 	// one, or while creating, the one being deployed.
 	liveCfgName := ep.ConfigName
-	live := liveGeneration(&ep)
+	live := ep.LiveGeneration()
 	if liveCfgName == "" && op != nil {
 		liveCfgName = op.ConfigName
 		out.EndpointConfigName = op.ConfigName
@@ -214,13 +214,13 @@ func variantStatus(op *records.Operation) []smapi.VariantStatus {
 		status = smapi.VariantDeleting
 	case records.OpCreate, records.OpUpdate:
 		switch op.Phase {
-		case phaseStart, phaseRegister, phaseWaitHealthy:
+		case records.PhaseStart, records.PhaseRegister, records.PhaseWaitHealthy:
 			if op.Kind == records.OpCreate {
 				status = smapi.VariantCreating
 			}
-		case phaseActivate, phaseShift:
+		case records.PhaseActivate, records.PhaseShift:
 			status = smapi.VariantActivatingTraffic
-		case phaseBake:
+		case records.PhaseBake:
 			status = smapi.VariantBaking
 		}
 	}

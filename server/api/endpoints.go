@@ -112,7 +112,7 @@ func (h *Handler) createEndpoint(ctx context.Context, in *smapi.CreateEndpointIn
 			NextGeneration: 1,
 			Op: &records.Operation{
 				Kind:       records.OpCreate,
-				Phase:      phaseStart,
+				Phase:      records.PhaseStart,
 				StartTime:  now,
 				PhaseStart: now,
 				ConfigName: in.EndpointConfigName,
@@ -210,7 +210,7 @@ func (h *Handler) updateEndpoint(ctx context.Context, in *smapi.UpdateEndpointIn
 		ep.FailureReason = ""
 		ep.Op = &records.Operation{
 			Kind:         records.OpUpdate,
-			Phase:        phaseStart,
+			Phase:        records.PhaseStart,
 			StartTime:    now,
 			PhaseStart:   now,
 			ConfigName:   in.EndpointConfigName,
@@ -285,7 +285,7 @@ func (h *Handler) updateWeights(ctx context.Context, in *smapi.UpdateEndpointWei
 			all = append(all, v.VariantName)
 		}
 		weights := map[string]float64{}
-		if g := liveGeneration(ep); g != nil {
+		if g := ep.LiveGeneration(); g != nil {
 			for _, v := range g.Variants {
 				weights[v.Name] = v.Weight
 			}
@@ -316,7 +316,7 @@ func (h *Handler) updateWeights(ctx context.Context, in *smapi.UpdateEndpointWei
 		ep.FailureReason = ""
 		ep.Op = &records.Operation{
 			Kind:       records.OpWeights,
-			Phase:      phaseStart,
+			Phase:      records.PhaseStart,
 			StartTime:  now,
 			PhaseStart: now,
 			Weights:    in.DesiredWeightsAndCapacities,
@@ -351,7 +351,7 @@ func (h *Handler) deleteEndpoint(ctx context.Context, in *smapi.DeleteEndpointIn
 			return nil
 		}
 		now := h.cfg.Now().UTC()
-		ep.Op = &records.Operation{Kind: records.OpDelete, Phase: phaseStart, StartTime: now, PhaseStart: now}
+		ep.Op = &records.Operation{Kind: records.OpDelete, Phase: records.PhaseStart, StartTime: now, PhaseStart: now}
 		ep.SetStatus(smapi.StatusDeleting, "", now)
 		ep.LastModifiedTime = now
 		return h.replace(ctx, records.KindEndpoint, ep.Name, ep, l.idx)
@@ -361,29 +361,4 @@ func (h *Handler) deleteEndpoint(ctx context.Context, in *smapi.DeleteEndpointIn
 	}
 	h.log.Info("endpoint delete started", "endpoint", in.EndpointName)
 	return &struct{}{}, nil
-}
-
-// Phases of the reconciler's operations (server/reconcile) that the API
-// starts with or reads to render VariantStatus. Kept as strings here so
-// the API does not import the reconciler and its Nomad dependencies.
-const (
-	phaseStart       = "start"
-	phaseRegister    = "register"
-	phaseWaitHealthy = "wait-healthy"
-	phaseActivate    = "activate"
-	phaseShift       = "shift"
-	phaseBake        = "bake"
-	phaseTermWait    = "terminate-wait"
-)
-
-// liveGeneration is the generation serving the endpoint's current
-// config (the reconciler's rule).
-func liveGeneration(ep *records.Endpoint) *records.Generation {
-	for i := range ep.Generations {
-		g := &ep.Generations[i]
-		if g.ConfigName == ep.ConfigName && ep.ConfigName != "" && (ep.Op == nil || g.Generation != ep.Op.Target) {
-			return g
-		}
-	}
-	return nil
 }

@@ -20,24 +20,6 @@ import (
 	"github.com/seraihq/serai/server/translate"
 )
 
-// Phases of an operation, in the order they run. Each is one idempotent
-// step; the record names the phase to resume at.
-const (
-	PhaseStart       = "start"
-	PhaseRegister    = "register"
-	PhaseWaitHealthy = "wait-healthy"
-	PhaseActivate    = "activate"
-	PhaseShift       = "shift"
-	PhaseBake        = "bake"
-	PhaseTermWait    = "terminate-wait"
-	PhaseRetire      = "retire"
-	PhaseRollback    = "rollback"
-	PhaseFail        = "fail"
-	PhaseScale       = "scale"
-	PhaseDrain       = "drain"
-	PhaseStop        = "stop"
-)
-
 // Config wires a Reconciler.
 type Config struct {
 	Store     records.Store
@@ -294,7 +276,7 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 	ep, op := w.ep, w.ep.Op
 	now := r.cfg.Now()
 	switch op.Phase {
-	case PhaseStart:
+	case records.PhaseStart:
 		cfg, err := r.config(ctx, op.ConfigName)
 		if err != nil {
 			return r.abort(ctx, w, fmt.Sprintf("endpoint config %q cannot be read: %v", op.ConfigName, err))
@@ -305,15 +287,15 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 		op.Target = ep.NextGeneration
 		ep.NextGeneration++
 		if op.Kind == records.OpUpdate {
-			if live := liveGeneration(ep); live != nil {
+			if live := ep.LiveGeneration(); live != nil {
 				op.From = live.Generation
 			}
 		}
 		ep.Generations = append(ep.Generations, newGeneration(op.Target, cfg))
-		r.setPhase(w, PhaseRegister)
+		r.setPhase(w, records.PhaseRegister)
 		return r.save(ctx, w)
 
-	case PhaseRegister:
+	case records.PhaseRegister:
 		job, models, err := r.compile(ctx, ep.Name, op.Target, op.ConfigName, ep.Deployment)
 		if err != nil {
 			return r.failDeploy(ctx, w, err.Error())
@@ -329,10 +311,10 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 			r.log.Warn("job registered with warnings", "job", *job.ID, "warnings", warn.Warnings)
 		}
 		r.log.Info("generation registered", "endpoint", ep.Name, "job", *job.ID)
-		r.setPhase(w, PhaseWaitHealthy)
+		r.setPhase(w, records.PhaseWaitHealthy)
 		return r.save(ctx, w)
 
-	case PhaseWaitHealthy:
+	case records.PhaseWaitHealthy:
 		healthy, reason, err := r.healthy(ctx, ep.Name, op.Target)
 		if err != nil {
 			return r.noteError(ctx, w, err)
@@ -346,24 +328,24 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 			return nil
 		}
 		if op.Kind == records.OpCreate {
-			r.setPhase(w, PhaseActivate)
+			r.setPhase(w, records.PhaseActivate)
 			if g := ep.Generation(op.Target); g != nil {
 				g.Weight = 1
 			}
 			return r.save(ctx, w)
 		}
 		op.Step = 0
-		r.setPhase(w, PhaseShift)
+		r.setPhase(w, records.PhaseShift)
 		return r.save(ctx, w)
 
-	case PhaseActivate:
+	case records.PhaseActivate:
 		ep.ConfigName = op.ConfigName
 		ep.Op = nil
 		ep.FailureReason = ""
 		ep.SetStatus(smapi.StatusInService, "", now)
 		return r.save(ctx, w)
 
-	case PhaseShift:
+	case records.PhaseShift:
 		share := targetShare(op.Policy, op.Step)
 		if from := ep.Generation(op.From); from != nil {
 			from.Weight = 1 - share
@@ -380,34 +362,34 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 			}
 			op.Baseline = base
 		}
-		r.setPhase(w, PhaseBake)
+		r.setPhase(w, records.PhaseBake)
 		r.log.Info("traffic shifted", "endpoint", ep.Name, "generation", op.Target, "share", share)
 		return r.save(ctx, w)
 
-	case PhaseBake, PhaseTermWait:
+	case records.PhaseBake, records.PhaseTermWait:
 		if reason, err := r.judge(ctx, ep.Name, op); err != nil {
 			r.log.Warn("cannot judge the bake; continuing", "endpoint", ep.Name, "error", err)
 		} else if reason != "" {
 			op.Reason = reason
-			r.setPhase(w, PhaseRollback)
+			r.setPhase(w, records.PhaseRollback)
 			return r.save(ctx, w)
 		}
 		if _, reason, err := r.healthy(ctx, ep.Name, op.Target); err == nil && reason != "" {
 			op.Reason = reason
-			r.setPhase(w, PhaseRollback)
+			r.setPhase(w, records.PhaseRollback)
 			return r.save(ctx, w)
 		}
 		elapsed := now.Sub(op.PhaseStart)
-		if op.Phase == PhaseBake {
+		if op.Phase == records.PhaseBake {
 			if elapsed < waitInterval(op.Policy) {
 				return nil
 			}
 			if targetShare(op.Policy, op.Step) < 1 {
 				op.Step++
-				r.setPhase(w, PhaseShift)
+				r.setPhase(w, records.PhaseShift)
 				return r.save(ctx, w)
 			}
-			r.setPhase(w, PhaseTermWait)
+			r.setPhase(w, records.PhaseTermWait)
 			return r.save(ctx, w)
 		}
 		if elapsed < terminationWait(op.Policy) {
@@ -417,10 +399,10 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 		// table); op.From still names its job until it is stopped.
 		ep.Generations = without(ep.Generations, op.From)
 		ep.ConfigName = op.ConfigName
-		r.setPhase(w, PhaseRetire)
+		r.setPhase(w, records.PhaseRetire)
 		return r.save(ctx, w)
 
-	case PhaseRetire:
+	case records.PhaseRetire:
 		if op.From > 0 {
 			if err := r.cfg.Nomad.Stop(ctx, contract.JobID(ep.Name, op.From)); err != nil {
 				return r.noteError(ctx, w, err)
@@ -435,7 +417,7 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 		r.log.Info("update complete", "endpoint", ep.Name, "generation", op.Target)
 		return r.save(ctx, w)
 
-	case PhaseRollback:
+	case records.PhaseRollback:
 		if ep.Status != smapi.StatusRollingBack {
 			if from := ep.Generation(op.From); from != nil {
 				from.Weight = 1
@@ -456,7 +438,7 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 		ep.SetStatus(smapi.StatusInService, ep.FailureReason, now)
 		return r.save(ctx, w)
 
-	case PhaseFail:
+	case records.PhaseFail:
 		if err := r.cfg.Nomad.Stop(ctx, contract.JobID(ep.Name, op.Target)); err != nil {
 			return r.noteError(ctx, w, err)
 		}
@@ -475,9 +457,9 @@ func (r *Reconciler) failDeploy(ctx context.Context, w *work, reason string) err
 	op := w.ep.Op
 	op.Reason = reason
 	if op.Kind == records.OpUpdate && op.From > 0 {
-		r.setPhase(w, PhaseRollback)
+		r.setPhase(w, records.PhaseRollback)
 	} else {
-		r.setPhase(w, PhaseFail)
+		r.setPhase(w, records.PhaseFail)
 	}
 	return r.save(ctx, w)
 }
@@ -487,7 +469,7 @@ func (r *Reconciler) abort(ctx context.Context, w *work, reason string) error {
 	w.ep.Op = nil
 	w.ep.FailureReason = reason
 	status := smapi.StatusFailed
-	if liveGeneration(w.ep) != nil {
+	if w.ep.LiveGeneration() != nil {
 		status = smapi.StatusInService
 	}
 	w.ep.SetStatus(status, reason, r.cfg.Now())
@@ -553,12 +535,12 @@ func (r *Reconciler) healthy(ctx context.Context, endpoint string, gen int) (boo
 // scale API, no allocation restarted.
 func (r *Reconciler) weights(ctx context.Context, w *work) error {
 	ep, op := w.ep, w.ep.Op
-	live := liveGeneration(ep)
+	live := ep.LiveGeneration()
 	if live == nil {
 		return r.abort(ctx, w, "no live generation to change")
 	}
 	switch op.Phase {
-	case PhaseStart:
+	case records.PhaseStart:
 		for _, d := range op.Weights {
 			if d.DesiredWeight == nil {
 				continue
@@ -569,9 +551,9 @@ func (r *Reconciler) weights(ctx context.Context, w *work) error {
 				}
 			}
 		}
-		r.setPhase(w, PhaseScale)
+		r.setPhase(w, records.PhaseScale)
 		return r.save(ctx, w)
-	case PhaseScale:
+	case records.PhaseScale:
 		job := contract.JobID(ep.Name, live.Generation)
 		for _, d := range op.Weights {
 			if d.DesiredInstanceCount == nil {
@@ -581,9 +563,9 @@ func (r *Reconciler) weights(ctx context.Context, w *work) error {
 				return r.noteError(ctx, w, err)
 			}
 		}
-		r.setPhase(w, PhaseWaitHealthy)
+		r.setPhase(w, records.PhaseWaitHealthy)
 		return r.save(ctx, w)
-	case PhaseWaitHealthy:
+	case records.PhaseWaitHealthy:
 		healthy, reason, err := r.healthy(ctx, ep.Name, live.Generation)
 		if err != nil {
 			return r.noteError(ctx, w, err)
@@ -609,16 +591,16 @@ func (r *Reconciler) weights(ctx context.Context, w *work) error {
 func (r *Reconciler) delete(ctx context.Context, w *work) error {
 	ep, op := w.ep, w.ep.Op
 	switch op.Phase {
-	case PhaseStart:
-		r.setPhase(w, PhaseDrain)
+	case records.PhaseStart:
+		r.setPhase(w, records.PhaseDrain)
 		return r.save(ctx, w) // publish deletes the table
-	case PhaseDrain:
+	case records.PhaseDrain:
 		if r.cfg.Now().Sub(op.PhaseStart) < r.cfg.DrainPeriod {
 			return nil
 		}
-		r.setPhase(w, PhaseStop)
+		r.setPhase(w, records.PhaseStop)
 		return r.save(ctx, w)
-	case PhaseStop:
+	case records.PhaseStop:
 		// Every job of the endpoint, not just those the record lists: an
 		// operation this delete replaced may have been between retiring
 		// a generation from the record and stopping its job.
@@ -643,17 +625,6 @@ func (r *Reconciler) delete(ctx context.Context, w *work) error {
 		return nil
 	}
 	return fmt.Errorf("endpoint %s: unknown phase %q of %s", ep.Name, op.Phase, op.Kind)
-}
-
-// liveGeneration is the generation serving the endpoint's current config.
-func liveGeneration(ep *records.Endpoint) *records.Generation {
-	for i := range ep.Generations {
-		g := &ep.Generations[i]
-		if g.ConfigName == ep.ConfigName && ep.ConfigName != "" && (ep.Op == nil || g.Generation != ep.Op.Target) {
-			return g
-		}
-	}
-	return nil
 }
 
 func without(gens []records.Generation, g int) []records.Generation {

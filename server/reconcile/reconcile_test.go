@@ -69,7 +69,7 @@ func must(t *testing.T, err error) {
 func (e *env) create(name, cfg string) {
 	now := e.clk.Now()
 	ep := records.Endpoint{Name: name, CreationTime: now, NextGeneration: 1,
-		Op: &records.Operation{Kind: records.OpCreate, Phase: PhaseStart, ConfigName: cfg, StartTime: now, PhaseStart: now}}
+		Op: &records.Operation{Kind: records.OpCreate, Phase: records.PhaseStart, ConfigName: cfg, StartTime: now, PhaseStart: now}}
 	ep.SetStatus(smapi.StatusCreating, "", now)
 	must(e.t, e.store.Put(context.Background(), records.KindEndpoint, name, &ep, 0))
 }
@@ -80,7 +80,7 @@ func (e *env) update(name, cfg string, policy *smapi.DeploymentConfig, ar *smapi
 			return fmt.Errorf("status %s", ep.Status)
 		}
 		now := e.clk.Now()
-		ep.Op = &records.Operation{Kind: records.OpUpdate, Phase: PhaseStart, ConfigName: cfg, StartTime: now, PhaseStart: now, Policy: policy, AutoRollback: ar}
+		ep.Op = &records.Operation{Kind: records.OpUpdate, Phase: records.PhaseStart, ConfigName: cfg, StartTime: now, PhaseStart: now, Policy: policy, AutoRollback: ar}
 		ep.SetStatus(smapi.StatusUpdating, "", now)
 		return nil
 	})
@@ -90,7 +90,7 @@ func (e *env) update(name, cfg string, policy *smapi.DeploymentConfig, ar *smapi
 func (e *env) op(name string, op *records.Operation, status string) {
 	_, err := records.Update(context.Background(), e.store, records.KindEndpoint, name, func(ep *records.Endpoint) error {
 		now := e.clk.Now()
-		op.StartTime, op.PhaseStart, op.Phase = now, now, PhaseStart
+		op.StartTime, op.PhaseStart, op.Phase = now, now, records.PhaseStart
 		ep.Op = op
 		ep.SetStatus(status, "", now)
 		return nil
@@ -169,7 +169,7 @@ func TestCreate(t *testing.T) {
 	e := newEnv(t)
 	e.c.health["serai-ep.g1"] = JobHealth{Exists: true} // deploying
 	e.create("ep", "c1")
-	e.drive("ep", 5, func(ep *records.Endpoint) bool { return ep.Op != nil && ep.Op.Phase == PhaseWaitHealthy })
+	e.drive("ep", 5, func(ep *records.Endpoint) bool { return ep.Op != nil && ep.Op.Phase == records.PhaseWaitHealthy })
 	if got := e.c.running(); !reflect.DeepEqual(got, []string{"serai-ep.g1"}) {
 		t.Fatalf("running %v", got)
 	}
@@ -331,11 +331,11 @@ func TestMetricsRollBackDuringBake(t *testing.T) {
 	ar := &smapi.AutoRollback{MaxErrorRate: ptr(0.05), MinInvocations: ptr(20)}
 	e.update("ep", "c2", canary(20, 60, 0), ar)
 	// Reach the canary bake.
-	e.drive("ep", 20, func(ep *records.Endpoint) bool { return ep.Op != nil && ep.Op.Phase == PhaseBake })
+	e.drive("ep", 20, func(ep *records.Endpoint) bool { return ep.Op != nil && ep.Op.Phase == records.PhaseBake })
 	// Under the minimum: no judgement, however bad.
 	e.c.samples[2] = map[string]records.MetricSample{"r1": {Invocations: 10, Errors5xx: 10}}
 	e.r.Pass(context.Background())
-	if ep := e.get("ep"); ep.Op.Phase != PhaseBake {
+	if ep := e.get("ep"); ep.Op.Phase != records.PhaseBake {
 		t.Fatalf("judged below min_invocations: %+v", ep.Op)
 	}
 	// Two routers, 40 invocations, 6 errors: 15% > 5%.
@@ -419,7 +419,7 @@ func TestDelete(t *testing.T) {
 func TestDeleteDuringUpdate(t *testing.T) {
 	e := created(t)
 	e.update("ep", "c2", canary(10, 600, 0), nil)
-	e.drive("ep", 20, func(ep *records.Endpoint) bool { return ep.Op.Phase == PhaseBake })
+	e.drive("ep", 20, func(ep *records.Endpoint) bool { return ep.Op.Phase == records.PhaseBake })
 	e.op("ep", &records.Operation{Kind: records.OpDelete}, smapi.StatusDeleting)
 	e.drive("ep", 20, func(ep *records.Endpoint) bool { return ep == nil })
 	if len(e.c.running()) != 0 || e.c.table("ep") != nil {

@@ -34,6 +34,25 @@ const (
 	OpDelete  = "delete"
 )
 
+// Phases of an operation, in the order the reconciler runs them. Each is
+// one idempotent step; the record names the phase to resume at. The API
+// starts operations at PhaseStart and reads the phase for VariantStatus.
+const (
+	PhaseStart       = "start"
+	PhaseRegister    = "register"
+	PhaseWaitHealthy = "wait-healthy"
+	PhaseActivate    = "activate"
+	PhaseShift       = "shift"
+	PhaseBake        = "bake"
+	PhaseTermWait    = "terminate-wait"
+	PhaseRetire      = "retire"
+	PhaseRollback    = "rollback"
+	PhaseFail        = "fail"
+	PhaseScale       = "scale"
+	PhaseDrain       = "drain"
+	PhaseStop        = "stop"
+)
+
 // Endpoint is an endpoint's desired state, what is live, and the operation
 // under way. The API handlers start operations (set Op and Status); the
 // reconciler carries them out step by step, writing the record before each
@@ -160,6 +179,18 @@ func (e *Endpoint) SetStatus(status, reason string, now time.Time) {
 }
 
 const maxHistory = 50
+
+// LiveGeneration is the generation serving the endpoint's current config
+// (not the one an operation is deploying), or nil.
+func (e *Endpoint) LiveGeneration() *Generation {
+	for i := range e.Generations {
+		g := &e.Generations[i]
+		if g.ConfigName == e.ConfigName && e.ConfigName != "" && (e.Op == nil || g.Generation != e.Op.Target) {
+			return g
+		}
+	}
+	return nil
+}
 
 // Generation returns the live generation numbered g, or nil.
 func (e *Endpoint) Generation(g int) *Generation {
