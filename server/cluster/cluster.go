@@ -93,8 +93,32 @@ func (n *Nomad) Health(ctx context.Context, jobID string) (reconcile.JobHealth, 
 	case d.Status != nomadapi.DeploymentStatusRunning && d.Status != nomadapi.DeploymentStatusPending && d.Status != nomadapi.DeploymentStatusPaused:
 		// An older version's finished deployment (scaling makes no new one).
 		h.Done = true
+	default:
+		// Nomad fails a deployment only at its progress deadline, after
+		// rescheduling unhealthy allocations for minutes. An allocation of
+		// this version that missed its healthy deadline (the model's
+		// startup_timeout) is answer enough for a rollout.
+		if reason, bad := n.unhealthyAlloc(ctx, jobID, d.JobVersion); bad {
+			h.Failed, h.Reason = true, fmt.Sprintf("job %s: %s", jobID, reason)
+		}
 	}
 	return h, nil
+}
+
+// unhealthyAlloc finds an allocation of the given job version that its
+// deployment marked unhealthy.
+func (n *Nomad) unhealthyAlloc(ctx context.Context, jobID string, version uint64) (string, bool) {
+	allocs, _, err := n.Client.Jobs().Allocations(jobID, false, (&nomadapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", false
+	}
+	for _, a := range allocs {
+		if a.JobVersion != version || a.DeploymentStatus == nil || a.DeploymentStatus.Healthy == nil || *a.DeploymentStatus.Healthy {
+			continue
+		}
+		return "an allocation did not become healthy within its healthy deadline (the model's startup_timeout): " + describeAlloc(a), true
+	}
+	return "", false
 }
 
 // failureReason names the variant, the allocation and the task's last
@@ -140,6 +164,9 @@ func describeAlloc(a *nomadapi.AllocationListStub) string {
 		if ts.Failed || ev.Type != nomadapi.TaskStarted {
 			return out + fmt.Sprintf(": task %s: %s: %s", t, ev.Type, msg)
 		}
+	}
+	if a.ClientStatus == nomadapi.AllocClientStatusRunning {
+		return out + ": the model task runs but its health check (GET /ping) is not passing"
 	}
 	return out
 }
