@@ -300,6 +300,26 @@ func testControlPlaneCommands(t *testing.T, kv records.KV) {
 		t.Fatalf("describe: exit %d\n%s", code, out)
 	}
 
+	// --output json: one document on stdout, progress on stderr.
+	code, out, errs = cli("endpoint", "update-weights", "--output", "json", "--weight", "v1=1", "ep")
+	var dj smapi.DescribeEndpointOutput
+	if code != exitOK || json.Unmarshal([]byte(out), &dj) != nil || dj.EndpointStatus != smapi.StatusInService || statuses(errs) != "Updating InService" {
+		t.Fatalf("update-weights --output json: exit %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	code, out, errs = cli("apply", "--output", "json", v1) // c1 while c2 runs: an update
+	var pj struct {
+		Changes   []struct{ Kind, Name, Action string }
+		Endpoints []smapi.DescribeEndpointOutput
+		Error     string
+	}
+	if code != exitOK || json.Unmarshal([]byte(out), &pj) != nil || len(pj.Changes) != 4 || pj.Changes[3].Action != "update" ||
+		len(pj.Endpoints) != 1 || pj.Endpoints[0].EndpointConfigName != "c1" || pj.Error != "" || statuses(errs) != "Updating InService" {
+		t.Fatalf("apply --output json: exit %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	if code, out, errs = cli("apply", v2); code != exitOK {
+		t.Fatalf("apply back to c2: exit %d\n%s%s", code, out, errs)
+	}
+
 	// endpoint update --config, --detach: returns at once.
 	if code, out, errs = cli("endpoint", "update", "--config", "c1", "--detach", "ep"); code != exitOK || !strings.Contains(out, "detached") {
 		t.Fatalf("update --detach: exit %d\n%s%s", code, out, errs)
