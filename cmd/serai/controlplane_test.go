@@ -70,13 +70,13 @@ func (s *stubReconciler) step(ctx context.Context, name string) error {
 		ep.SetStatus(smapi.StatusInService, "", now)
 	case records.OpUpdate:
 		switch {
-		case op.Phase == "start":
-			op.Target, op.Phase = ep.NextGeneration, "bake"
+		case op.Phase == records.PhaseStart:
+			op.Target, op.Phase = ep.NextGeneration, records.PhaseBake
 			ep.NextGeneration++
 			ep.Generations[0].Weight = 0.9
 			ep.Generations = append(ep.Generations, records.Generation{Generation: op.Target, ConfigName: op.ConfigName, Weight: 0.1, Variants: variants(op.ConfigName)})
 		case strings.HasSuffix(op.ConfigName, "-broken") && ep.Status != smapi.StatusRollingBack:
-			op.Phase = "rollback"
+			op.Phase = records.PhaseRollback
 			ep.SetStatus(smapi.StatusRollingBack, "variant v1 of generation 2 never became healthy", now)
 		case strings.HasSuffix(op.ConfigName, "-broken"):
 			ep.Generations = ep.Generations[:1]
