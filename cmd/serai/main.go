@@ -19,6 +19,7 @@ const (
 	exitError      = 1 // runtime failure (I/O, network, agent refused)
 	exitUsage      = 2 // bad flags or arguments
 	exitValidation = 3 // the spec files are invalid
+	// exitChanges (4, apply.go): serai plan found changes to make.
 )
 
 func newApp() *cli.App {
@@ -32,6 +33,11 @@ func newApp() *cli.App {
 			instanceTypesCommand(),
 			routerCommand(),
 			serverCommand(),
+			applyCommand(),
+			planCommand(),
+			modelCommand(),
+			endpointConfigCommand(),
+			endpointCommand(),
 			fetchModelCommand(),
 			setupCommand(),
 			invokeCommand(),
