@@ -27,8 +27,6 @@ import (
 	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/s3test"
 	"github.com/seraihq/serai/internal/testagents"
-	"github.com/seraihq/serai/jobspec"
-	"github.com/seraihq/serai/server/translate"
 )
 
 // TestControlPlane runs the control plane the way an operator does: two
@@ -86,9 +84,6 @@ func TestControlPlane(t *testing.T) {
 	apply := func(path string, wantOK bool) (time.Duration, string) {
 		t.Helper()
 		start := time.Now()
-		if os.Getenv("SERAI_E2E_RAW_APPLY") != "" {
-			return applyRaw(t, ctx, servers[0].url, sm, path, wantOK), ""
-		}
 		cmd := exec.CommandContext(ctx, serai, "apply", path)
 		cmd.Env = append(os.Environ(), "SERAI_ADDR="+servers[0].url)
 		var out bytes.Buffer
@@ -568,65 +563,4 @@ func (l *loadLoop) errs() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.firstErrs...)
-}
-
-// applyRaw is apply without the CLI: the HCL translated and posted as API
-// requests, then the SDK waiter. Debugging aid (SERAI_E2E_RAW_APPLY=1).
-func applyRaw(t *testing.T, ctx context.Context, url string, sm *sagemaker.Client, path string, wantOK bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	p := jobspec.NewParser()
-	spec, diags := p.ParseFiles(path)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	reqs := translate.FromSpec(spec)
-	post := func(op string, body any) (int, string) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/", bytes.NewReader(b))
-		req.Header.Set("X-Amz-Target", "SageMaker."+op)
-		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out bytes.Buffer
-		out.ReadFrom(resp.Body)
-		return resp.StatusCode, out.String()
-	}
-	for _, m := range reqs.Models {
-		post("CreateModel", m)
-	}
-	for _, c := range reqs.EndpointConfigs {
-		post("CreateEndpointConfig", c)
-	}
-	for _, e := range reqs.Endpoints {
-		code, body := post("CreateEndpoint", e)
-		if code != 200 && aws.ToString(describe(t, ctx, sm).EndpointConfigName) != e.EndpointConfigName {
-			up := map[string]any{"EndpointName": e.EndpointName, "EndpointConfigName": e.EndpointConfigName, "DeploymentConfig": e.DeploymentConfig, "Serai": e.Serai}
-			code, body = post("UpdateEndpoint", up)
-			if code != 200 && !strings.Contains(body, "already") {
-				t.Logf("update: %d %s", code, body)
-			}
-		}
-	}
-	time.Sleep(time.Second)
-	for ctx.Err() == nil {
-		d := describe(t, ctx, sm)
-		if d.EndpointStatus == smtypes.EndpointStatusInService {
-			if !wantOK && !strings.Contains(aws.ToString(d.FailureReason), "rolled back") {
-				t.Fatalf("want a rollback, got InService without one")
-			}
-			if wantOK && strings.Contains(aws.ToString(d.FailureReason), "rolled back") {
-				t.Fatalf("rolled back: %s", aws.ToString(d.FailureReason))
-			}
-			return time.Since(start)
-		}
-		if d.EndpointStatus == smtypes.EndpointStatusFailed {
-			t.Fatalf("failed: %s", aws.ToString(d.FailureReason))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	return time.Since(start)
 }
