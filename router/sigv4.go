@@ -47,14 +47,23 @@ const (
 // key table. The table can be replaced while the router serves (key
 // rotation, Router.SetSigV4Keys); everything else is fixed once built.
 type sigv4Auth struct {
-	keys   atomic.Pointer[map[string]string] // access key ID -> secret access key
-	region string                            // "" accepts any
-	signer *v4.Signer
+	table  atomic.Pointer[keyTable]
+	region string // "" accepts any
 	now    func() time.Time
 }
 
+// keyTable is one generation of keys with its own signer: the SDK's signer
+// caches derived signing keys by access key ID, region, service and day —
+// not by secret — so a signer shared across a rotation would keep
+// accepting a rotated-out secret (and refuse its replacement) until
+// midnight UTC.
+type keyTable struct {
+	keys   map[string]string // access key ID -> secret access key
+	signer *v4.Signer
+}
+
 func newSigV4Auth(keys map[string]string, region string) (*sigv4Auth, error) {
-	a := &sigv4Auth{region: region, signer: v4.NewSigner(), now: time.Now}
+	a := &sigv4Auth{region: region, now: time.Now}
 	if err := a.setKeys(keys); err != nil {
 		return nil, err
 	}
@@ -76,14 +85,16 @@ func (a *sigv4Auth) setKeys(keys map[string]string) error {
 		}
 		table[id] = secret
 	}
-	a.keys.Store(&table)
+	a.table.Store(&keyTable{keys: table, signer: v4.NewSigner()})
 	return nil
 }
 
-// secret returns the secret of an access key ID in the current table.
-func (a *sigv4Auth) secret(id string) (string, bool) {
-	s, ok := (*a.keys.Load())[id]
-	return s, ok
+// secret returns the secret of an access key ID in the current table, and
+// that table's signer.
+func (a *sigv4Auth) secret(id string) (string, *v4.Signer, bool) {
+	t := a.table.Load()
+	s, ok := t.keys[id]
+	return s, t.signer, ok
 }
 
 // authError is one refused request: the SageMaker-style code and message
@@ -124,7 +135,7 @@ func (a *sigv4Auth) precheck(r *http.Request) (*signedRequest, *authError) {
 	if err != nil {
 		return nil, &authError{code: CodeIncompleteSignature, msg: err.Error(), reason: "malformed Authorization"}
 	}
-	if _, ok := a.secret(au.AccessKeyID); !ok {
+	if _, _, ok := a.secret(au.AccessKeyID); !ok {
 		return nil, &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: au.AccessKeyID, reason: "unknown access key ID"}
 	}
 	// Only static keys exist here: a session token was not issued by us.
@@ -173,13 +184,13 @@ func (a *sigv4Auth) verify(r *http.Request, s *signedRequest, body []byte) *auth
 		return &authError{code: CodeInvalidSignature, msg: "The provided 'x-amz-content-sha256' header does not match what was computed.",
 			akid: s.auth.AccessKeyID, reason: "x-amz-content-sha256 differs from the body"}
 	}
-	secret, ok := a.secret(s.auth.AccessKeyID)
+	secret, signer, ok := a.secret(s.auth.AccessKeyID)
 	if !ok {
 		// Rotated out while the body arrived.
 		return &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: s.auth.AccessKeyID, reason: "access key ID removed by a key reload"}
 	}
 	creds := aws.Credentials{SecretAccessKey: secret}
-	res, err := sigv4.Verify(r.Context(), a.signer, r, s.auth, creds, hash, s.when)
+	res, err := sigv4.Verify(r.Context(), signer, r, s.auth, creds, hash, s.when)
 	if err != nil {
 		return &authError{code: CodeInvalidSignature, msg: msgSignatureInvalid, akid: s.auth.AccessKeyID, reason: "cannot sign again: " + err.Error()}
 	}

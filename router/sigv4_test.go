@@ -470,6 +470,16 @@ func TestSigV4KeyRotation(t *testing.T) {
 	if err := invoke("AKIDNEW", "a-new-secret-0123456789"); err != nil {
 		t.Fatalf("a refused reload dropped the keys in use: %v", err)
 	}
+	// Same access key ID, new secret, same day: the old secret is refused
+	// at once and the new one works (the SDK signer caches derived keys by
+	// ID and day, not by secret).
+	if err := e.rt.SetSigV4Keys(map[string]string{"AKIDNEW": "the-rotated-secret-987654"}); err != nil {
+		t.Fatal(err)
+	}
+	wantAPIError(t, invoke("AKIDNEW", "a-new-secret-0123456789"), CodeInvalidSignature, "signature")
+	if err := invoke("AKIDNEW", "the-rotated-secret-987654"); err != nil {
+		t.Fatalf("rotated secret refused: %v", err)
+	}
 
 	off := newEnv(t, Config{})
 	if err := off.rt.SetSigV4Keys(map[string]string{"AKIDNEW": "a-new-secret-0123456789"}); err == nil {
