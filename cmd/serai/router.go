@@ -103,7 +103,13 @@ func runRouter(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if path := c.String("sigv4-keys"); path != "" {
-		go reloadKeysOnHUP(ctx, rt, path, log)
+		go reloadOnHUP(ctx, path, log, func() error {
+			keys, err := router.LoadSigV4Keys(path)
+			if err != nil {
+				return err
+			}
+			return rt.SetSigV4Keys(keys)
+		})
 	}
 	err = router.Serve(ctx, rt, disc, router.ServerConfig{
 		Listen:          c.String("listen"),
@@ -121,10 +127,10 @@ func runRouter(c *cli.Context) error {
 	return nil
 }
 
-// reloadKeysOnHUP re-reads the SigV4 key file on SIGHUP, so keys rotate
-// without dropping connections. A file that fails to load is logged and the
-// keys in use stay.
-func reloadKeysOnHUP(ctx context.Context, rt *router.Router, path string, log hclog.Logger) {
+// reloadOnHUP calls reload on every SIGHUP until ctx ends, so SigV4 keys
+// rotate without dropping connections. A reload that fails is logged and
+// the keys in use stay.
+func reloadOnHUP(ctx context.Context, path string, log hclog.Logger, reload func() error) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -133,15 +139,11 @@ func reloadKeysOnHUP(ctx context.Context, rt *router.Router, path string, log hc
 		case <-ctx.Done():
 			return
 		case <-hup:
-			keys, err := router.LoadSigV4Keys(path)
-			if err == nil {
-				err = rt.SetSigV4Keys(keys)
-			}
-			if err != nil {
+			if err := reload(); err != nil {
 				log.Error("SigV4 keys not reloaded; the previous keys stay in use", "keys_file", path, "error", err)
 				continue
 			}
-			log.Info("SigV4 keys reloaded", "keys_file", path, "keys", len(keys))
+			log.Info("SigV4 keys reloaded", "keys_file", path)
 		}
 	}
 }

@@ -39,7 +39,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "vault-addr", EnvVars: []string{"VAULT_ADDR"}, Usage: "Vault address; without it, models that read an artifact store cannot be deployed (VAULT_TOKEN is read too)"},
 			&cli.StringFlag{Name: "region", Value: api.DefaultRegion, Usage: "AWS region in ARNs and SigV4 scopes"},
 			&cli.StringFlag{Name: "account", Value: api.DefaultAccount, Usage: "12-digit account ID in ARNs"},
-			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (the router's format); when set, API requests must be SigV4-signed"},
+			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (the router's format); when set, API requests must be SigV4-signed; SIGHUP reloads it"},
 			&cli.StringFlag{Name: "serai-binary", Value: co.SeraiBinary, Usage: "path of the serai binary on Nomad clients (runs the fetch task of exec/raw_exec models)"},
 			&cli.StringFlag{Name: "fetch-image", Value: co.FetchImage, Usage: "serai's image for the fetch task of docker models"},
 			&cli.StringFlag{Name: "router-url", Value: co.RouterURL, Usage: "router base URL shown in the Nomad UI"},
@@ -103,6 +103,9 @@ func runServer(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if path := c.String("sigv4-keys"); path != "" {
+		go reloadOnHUP(ctx, path, log, handler.ReloadSigV4Keys)
+	}
 	err = server.Run(ctx, server.Config{
 		Listen:        c.String("listen"),
 		AdvertiseAddr: c.String("advertise-addr"),
