@@ -12,9 +12,8 @@ import (
 	"strings"
 )
 
-// The key-file format is the router's (router.LoadSigV4Keys, which predates
-// this copy and can delegate here); the control-plane API reads the same
-// files so one file can serve both.
+// The key-file format is shared by the router (router.LoadSigV4Keys) and
+// the control-plane API, so one file can serve both.
 
 // LoadKeys reads a static key table (access key ID -> secret) from a file that
 // only its owner (and group) may read. Two formats:
