@@ -25,7 +25,6 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/seraihq/serai/contract"
-	"github.com/seraihq/serai/internal/s3test"
 	"github.com/seraihq/serai/internal/testagents"
 )
 
@@ -39,29 +38,11 @@ import (
 // allocations, kills the leading server mid-update, and deletes
 // everything, leaving nothing behind.
 func TestControlPlane(t *testing.T) {
-	consul := testagents.StartConsul(t)
-	vault := testagents.StartVault(t)
-	nomad := testagents.StartNomad(t, testagents.NomadOptions{Consul: consul, Vault: vault})
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	serai := buildBinary(t, dir, "serai", "../cmd/serai")
-	modelServer := buildBinary(t, dir, "model-server", "../examples/model-server")
-	store := s3test.New(t, accessKey, secretKey)
-	store.Bucket(t, bucket)
-	sums := map[string]string{}
-	for _, v := range []string{"v1", "v2"} {
-		features := map[string]string{"v1": "sepal", "v2": "all"}[v]
-		out := filepath.Join(dir, "train-"+v)
-		runCmd(t, modelServer, "train", "--version", v, "--features", features, "--data", "../examples/data/iris.csv", "--out", out)
-		sums[v] = uploadArtifact(t, ctx, store, filepath.Join(out, "model.tar.gz"), "iris/"+v+"/model.tar.gz")
-	}
-	if _, err := vault.Client.KVv2("secret").Put(ctx, "serai/stores/"+storeName, map[string]any{
-		"access_key_id": accessKey, "secret_access_key": secretKey,
-	}); err != nil {
-		t.Fatalf("write store credentials: %v", err)
-	}
+	st := newStack(t, ctx)
+	consul, vault, nomad, dir, serai, store := st.consul, st.vault, st.nomad, st.dir, st.serai, st.store
+	sums := st.trainIris(t, ctx)
 
 	routerAddr := testagents.FreeLoopbackAddr(t)
 	startRouter(t, serai, routerAddr, consul.Addr, dir)
@@ -76,7 +57,7 @@ func TestControlPlane(t *testing.T) {
 
 	spec := func(name string, body string) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(cpModels(store.URL, modelServer, sums)+body), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(cpModels(store.URL, st.modelServer, sums)+body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return p

@@ -69,35 +69,16 @@ type prediction struct {
 // prestart fetch with Vault-issued store credentials from a loopback S3
 // server) → Consul → serai router → the example model, and back.
 func TestSlice(t *testing.T) {
-	consul := testagents.StartConsul(t)
-	vault := testagents.StartVault(t)
-	nomad := testagents.StartNomad(t, testagents.NomadOptions{Consul: consul, Vault: vault})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	serai := buildBinary(t, dir, "serai", "../cmd/serai")
-	modelServer := buildBinary(t, dir, "model-server", "../examples/model-server")
-
 	// Two genuinely trained model versions, uploaded with the AWS SDK to a
-	// real S3-protocol server that checks SigV4 signatures.
-	store := s3test.New(t, accessKey, secretKey)
-	store.Bucket(t, bucket)
-	sums := map[string]string{}
-	for _, v := range []string{"v1", "v2"} {
-		features := map[string]string{"v1": "sepal", "v2": "all"}[v]
-		out := filepath.Join(dir, "train-"+v)
-		runCmd(t, modelServer, "train", "--version", v, "--features", features, "--data", "../examples/data/iris.csv", "--out", out)
-		sums[v] = uploadArtifact(t, ctx, store, filepath.Join(out, "model.tar.gz"), "iris/"+v+"/model.tar.gz")
-	}
+	// real S3-protocol server that checks SigV4 signatures; the store's
+	// keys in Vault.
+	st := newStack(t, ctx)
+	consul, vault, nomad, dir, serai, modelServer, store := st.consul, st.vault, st.nomad, st.dir, st.serai, st.modelServer, st.store
+	sums := st.trainIris(t, ctx)
 
-	// Store credentials in Vault, and each model's least-privilege policy
-	// and JWT role for its fetch task.
-	if _, err := vault.Client.KVv2("secret").Put(ctx, "serai/stores/"+storeName, map[string]any{
-		"access_key_id": accessKey, "secret_access_key": secretKey,
-	}); err != nil {
-		t.Fatalf("write store credentials: %v", err)
-	}
+	// Each model's least-privilege policy and JWT role for its fetch task.
 	vw := policies.NewVaultWriter(vault.Client)
 	for _, m := range []string{"iris-v1", "iris-v2"} {
 		if err := vw.EnsureModel(ctx, m, policies.KVStore(storeName), []string{endpointName}); err != nil {

@@ -20,7 +20,6 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/seraihq/serai/contract"
-	"github.com/seraihq/serai/internal/s3test"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
 	"github.com/seraihq/serai/router"
@@ -36,26 +35,13 @@ const genEndpoint = "gen"
 // then stops the pinned instance and checks that the session gets
 // SageMaker's session error instead of moving.
 func TestStreamingAndSessions(t *testing.T) {
-	consul := testagents.StartConsul(t)
-	vault := testagents.StartVault(t)
-	nomad := testagents.StartNomad(t, testagents.NomadOptions{Consul: consul, Vault: vault})
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	serai := buildBinary(t, dir, "serai", "../cmd/serai")
-	modelServer := buildBinary(t, dir, "model-server", "../examples/model-server")
-
-	store := s3test.New(t, accessKey, secretKey)
-	store.Bucket(t, bucket)
+	st := newStack(t, ctx)
+	consul, vault, nomad, dir, serai, modelServer, store := st.consul, st.vault, st.nomad, st.dir, st.serai, st.modelServer, st.store
 	out := filepath.Join(dir, "train-gen")
 	runCmd(t, modelServer, "train-text", "--version", "v2", "--order", "2", "--data", "../examples/data/opticks.txt", "--out", out)
 	sum := uploadArtifact(t, ctx, store, filepath.Join(out, "model.tar.gz"), "gen/v2/model.tar.gz")
-	if _, err := vault.Client.KVv2("secret").Put(ctx, "serai/stores/"+storeName, map[string]any{
-		"access_key_id": accessKey, "secret_access_key": secretKey,
-	}); err != nil {
-		t.Fatalf("write store credentials: %v", err)
-	}
 	if err := policies.NewVaultWriter(vault.Client).EnsureModel(ctx, "gen-v2", policies.KVStore(storeName), []string{genEndpoint}); err != nil {
 		t.Fatalf("vault policy: %v", err)
 	}
