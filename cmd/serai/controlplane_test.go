@@ -395,3 +395,22 @@ func TestWeightsInput(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWeightsInput: no flag value makes weightsInput panic, and what it
+// accepts is well-formed.
+func FuzzWeightsInput(f *testing.F) {
+	f.Add("v1=0.5", "v1=3")
+	f.Add("=", "a=")
+	f.Add("a=NaN", "b=-0")
+	f.Fuzz(func(t *testing.T, w, n string) {
+		in, err := weightsInput("ep", []string{w}, []string{n})
+		if err != nil {
+			return
+		}
+		for _, d := range in.DesiredWeightsAndCapacities {
+			if d.VariantName == "" || (d.DesiredWeight != nil && !(*d.DesiredWeight >= 0)) || (d.DesiredInstanceCount != nil && *d.DesiredInstanceCount < 0) {
+				t.Fatalf("accepted %q %q as %+v", w, n, d)
+			}
+		}
+	})
+}

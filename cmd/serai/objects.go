@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -45,6 +46,9 @@ func request[T any](c *cli.Context, kind string, pick func(translate.Requests) (
 		var in T
 		if err := d.Decode(&in); err != nil {
 			return nil, cli.Exit(fmt.Sprintf("serai %s: %s: not a Create%s request: %v", cmd, f, kind, err), exitValidation)
+		}
+		if d.More() {
+			return nil, cli.Exit(fmt.Sprintf("serai %s: %s: data after the Create%s request (at byte %d)", cmd, f, kind, d.InputOffset()), exitValidation)
 		}
 		return &in, nil
 	}
@@ -509,8 +513,8 @@ func weightsInput(endpoint string, weights, counts []string) (*smapi.UpdateEndpo
 			return nil, err
 		}
 		w, err := strconv.ParseFloat(x, 64)
-		if err != nil || w < 0 {
-			return nil, fmt.Errorf("--weight %q: the weight must be a number >= 0", s)
+		if err != nil || !(w >= 0) || math.IsInf(w, 0) {
+			return nil, fmt.Errorf("--weight %q: the weight must be a finite number >= 0", s)
 		}
 		e := entry(v)
 		if e.DesiredWeight != nil {
