@@ -5,7 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/seraihq/serai/server/client"
 	"github.com/seraihq/serai/server/smapi"
 )
 
@@ -252,5 +254,35 @@ func TestRender(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("render lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// A server that is briefly unreachable or answers 503 does not end the
+// watch; a 4xx answer, or an outage longer than Grace, does.
+func TestWaitRidesOutTransientErrors(t *testing.T) {
+	f := newFake()
+	p := plan(t, f, models("a")+config("c1", 1)+endpoint("c1"))
+	if _, err := Apply(context.Background(), f, p, Options{Detach: true}); err != nil {
+		t.Fatal(err)
+	}
+	unavailable := &client.Error{StatusCode: 503, Type: smapi.ErrServiceUnavailable, Message: "Consul is unreachable"}
+	f.describeErrs = []error{errors.New("connection refused"), unavailable}
+	var seen []string
+	w := Watcher{API: f, Interval: 1, Report: func(s Snapshot) { seen = append(seen, s.Status) }}
+	if _, err := w.Wait(context.Background(), "ep", Goal{Config: "c1"}); err != nil || strings.Join(seen, " ") != "Creating InService" {
+		t.Fatalf("wait through an outage: %v, %v", err, seen)
+	}
+
+	f.describeErrs = []error{&client.Error{StatusCode: 400, Type: smapi.ErrValidation, Message: "bad"}}
+	if _, err := w.Wait(context.Background(), "ep", Goal{Config: "c1"}); err == nil || !strings.Contains(err.Error(), "bad") {
+		t.Fatalf("4xx: %v", err)
+	}
+
+	// A clock that jumps a minute per call: the grace runs out.
+	var now time.Time
+	w.Now = func() time.Time { now = now.Add(time.Minute); return now }
+	f.describeErrs = []error{unavailable, unavailable, unavailable}
+	if _, err := w.Wait(context.Background(), "ep", Goal{Config: "c1"}); err == nil || !strings.Contains(err.Error(), "gave up polling") {
+		t.Fatalf("long outage: %v", err)
 	}
 }

@@ -23,6 +23,8 @@ type fake struct {
 	writes    []string
 	// rollback makes updates to this config roll back.
 	rollback string
+	// describeErrs are returned by the next DescribeEndpoint calls.
+	describeErrs []error
 }
 
 type fakeEndpoint struct {
@@ -108,6 +110,11 @@ func (f *fake) UpdateEndpoint(_ context.Context, in *smapi.UpdateEndpointInput) 
 func (f *fake) DescribeEndpoint(_ context.Context, in *smapi.DescribeEndpointInput) (*smapi.DescribeEndpointOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.describeErrs) > 0 {
+		err := f.describeErrs[0]
+		f.describeErrs = f.describeErrs[1:]
+		return nil, err
+	}
 	e, ok := f.endpoints[in.EndpointName]
 	if !ok {
 		return nil, notFound("endpoint", in.EndpointName)

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -43,8 +44,23 @@ type Watcher struct {
 	Interval time.Duration
 	// Report, if set, is called with each new state (not with repeats).
 	Report func(Snapshot)
+	// Grace is how long polling goes on while the server cannot be
+	// reached or answers 5xx (after the client's own retries): the
+	// operation runs on whichever server leads, and the one polled may
+	// be restarting (default 30 s).
+	Grace time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// transient tells whether a failed poll may be tried again: no answer,
+// or a 5xx one.
+func transient(err error) bool {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e.StatusCode >= 500
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // FailedError is an operation that ended without reaching its goal.
@@ -80,8 +96,13 @@ func (w Watcher) Wait(ctx context.Context, name string, goal Goal) (*smapi.Descr
 	if now == nil {
 		now = time.Now
 	}
+	grace := w.Grace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
 	start := now()
 	last := ""
+	var failingSince time.Time
 	report := func(s Snapshot) {
 		if w.Report == nil || s.Text == last {
 			return
@@ -98,20 +119,42 @@ func (w Watcher) Wait(ctx context.Context, name string, goal Goal) (*smapi.Descr
 			return nil, nil
 		case client.IsNotFound(err):
 			return nil, &FailedError{Endpoint: name, Status: StatusDeleted, Reason: "the endpoint was deleted while being watched"}
+		case err != nil && transient(err) && ctx.Err() == nil:
+			if failingSince.IsZero() {
+				failingSince = now()
+			}
+			if now().Sub(failingSince) > grace {
+				return nil, fmt.Errorf("endpoint %q: gave up polling after %s: %w", name, grace, err)
+			}
 		case err != nil:
 			return nil, err
 		}
+		if err != nil {
+			if !sleep(ctx, interval) {
+				return nil, fmt.Errorf("endpoint %q: %w", name, ctx.Err())
+			}
+			continue
+		}
+		failingSince = time.Time{}
 		report(Snapshot{Status: d.EndpointStatus, Text: Render(d), Describe: d})
 		if done, err := reached(d, goal); done {
 			return d, err
 		}
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, interval) {
 			return d, fmt.Errorf("endpoint %q: still %s: %w", name, d.EndpointStatus, ctx.Err())
-		case <-t.C:
 		}
+	}
+}
+
+// sleep waits d unless ctx ends first (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
