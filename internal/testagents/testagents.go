@@ -257,7 +257,7 @@ func minimalEnv(dir, marker string) []string {
 // goroutine locked to its OS thread that lives until the agent exits, because
 // Pdeathsig fires when the *thread* that forked the child exits; this way an
 // agent dies with a crashed or killed test binary instead of lingering.
-func startProcess(t testing.TB, name, dir, bin string, args []string, ports []int) *process {
+func startProcess(t testing.TB, name, dir, bin string, args []string, ports []int, extraEnv ...string) *process {
 	t.Helper()
 	p := &process{
 		name:    name,
@@ -274,7 +274,7 @@ func startProcess(t testing.TB, name, dir, bin string, args []string, ports []in
 	p.logFile = f
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	cmd.Env = minimalEnv(dir, p.marker)
+	cmd.Env = append(minimalEnv(dir, p.marker), extraEnv...)
 	cmd.Stdout = f
 	cmd.Stderr = f
 	cmd.SysProcAttr = &syscall.SysProcAttr{

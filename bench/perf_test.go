@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seraihq/serai/internal/testagents"
+)
+
+// run is one (target, size, connections) measurement.
+type run struct {
+	target string
+	size   string
+	conns  int
+	res    wrkResult
+	cpu    time.Duration // the target's CPU time during the run
+	shareB float64       // fraction of the backend's requests that went to b
+}
+
+// cpuPer10k is the target's CPU seconds per 10,000 requests.
+func (r run) cpuPer10k() float64 {
+	if r.res.requests == 0 {
+		return 0
+	}
+	return r.cpu.Seconds() / float64(r.res.requests) * 10000
+}
+
+// TestPerformance is the same-run comparison (see the package comment).
+// Without -bench.full it is a smoke run of a few seconds.
+func TestPerformance(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk not on PATH: apt-get install wrk (the load generator every target is measured with)")
+	}
+	cfg := benchConfig()
+	began := time.Now()
+	machine := describeMachine()
+
+	bk := startBackends(t)
+	consul := testagents.StartConsul(t)
+	registerEndpoints(t, consul.Client, bk)
+	seraiBin := buildSerai(t, t.TempDir())
+
+	direct := &target{name: "direct", url: map[string]string{}}
+	for _, s := range sizes {
+		direct.url[s.name] = "http://" + bk.addr("a", s.name) + "/invocations"
+	}
+	targets := []*target{direct}
+	var skipped []string
+	want := func(name string) bool {
+		return cfg.targets == nil || cfg.targets[name]
+	}
+	if want("serai") {
+		targets = append(targets, startSerai(t, consul.Addr, seraiBin))
+	}
+	for _, p := range []struct {
+		name, bin string
+		start     func(*testing.T, string, *backends) *target
+	}{{"nginx", "nginx", startNginx}, {"haproxy", "haproxy", startHAProxy}, {"caddy", "caddy", startCaddy}} {
+		if !want(p.name) {
+			continue
+		}
+		bin, err := exec.LookPath(p.bin)
+		if err != nil {
+			t.Logf("%s not on PATH (apt-get install %s): left out of this run", p.name, p.name)
+			skipped = append(skipped, p.name)
+			continue
+		}
+		targets = append(targets, p.start(t, bin, bk))
+	}
+	for _, tg := range targets {
+		checkAnswers(t, tg)
+	}
+
+	script := writeWrkScript(t, t.TempDir())
+	var runs []run
+	for _, size := range cfg.sizes {
+		for _, conns := range cfg.conns {
+			for _, tg := range targets {
+				// Warm-up: connections, pools, caches, JIT-less but
+				// page-cache-full; not recorded.
+				runWrk(t, script, tg.url[size], conns, time.Second)
+				a0, b0 := bk.served(t)
+				before := treeStats(tg.pid)
+				res := runWrk(t, script, tg.url[size], conns, cfg.duration)
+				after := treeStats(tg.pid)
+				a1, b1 := bk.served(t)
+				r := run{target: tg.name, size: size, conns: conns, res: res, cpu: after.cpu - before.cpu}
+				if d := (a1 - a0) + (b1 - b0); d > 0 {
+					r.shareB = float64(b1-b0) / float64(d)
+				}
+				runs = append(runs, r)
+				t.Logf("RESULT bench %s %s c=%d: %.0f req/s p50 %s p99 %s p99.9 %s errors %d cpu %.3fs/10k share-b %.3f",
+					tg.name, size, conns, res.rps(), res.p50, res.p99, res.p999, res.errors, r.cpuPer10k(), r.shareB)
+				if res.errors > 0 {
+					t.Errorf("%s %s c=%d: %d errors (connect, read, write, timeout or non-2xx)", tg.name, size, conns, res.errors)
+				}
+			}
+		}
+	}
+	peak := map[string]int64{}
+	for _, tg := range targets {
+		peak[tg.name] = treeStats(tg.pid).hwmKB
+	}
+	rep := &report{machine: machine, runs: runs, peakKB: peak, cfg: cfg, skipped: skipped, elapsed: time.Since(began)}
+	for _, tg := range targets {
+		rep.targets = append(rep.targets, tg.name)
+	}
+	for _, line := range rep.summaryLines() {
+		t.Logf("RESULT %s", line)
+	}
+
+	if *outPath != "" {
+		rep.scale = measureScale(t, consul, cfg.endpoints)
+		rep.elapsed = time.Since(began)
+		if err := rep.write(*outPath); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", *outPath)
+	} else {
+		t.Run("control-data", func(t *testing.T) {
+			s := measureScale(t, consul, cfg.endpoints)
+			for _, line := range s.lines() {
+				t.Logf("RESULT %s", line)
+			}
+		})
+	}
+}
+
+type config struct {
+	full      bool
+	duration  time.Duration
+	conns     []int
+	sizes     []string
+	targets   map[string]bool
+	endpoints int
+}
+
+func benchConfig() config {
+	c := config{full: *fullRun, duration: 2 * time.Second, conns: []int{64}, sizes: []string{"1k"}, endpoints: 20}
+	if c.full {
+		c.duration = 5 * time.Second
+		c.conns = []int{1, 16, 64, 256}
+		c.sizes = []string{"1k", "256k"}
+		c.endpoints = 1000
+	}
+	if *duration > 0 {
+		c.duration = *duration
+	}
+	if *connsF != "" {
+		c.conns = nil
+		for _, s := range strings.Split(*connsF, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
+				c.conns = append(c.conns, n)
+			}
+		}
+	}
+	if *sizesF != "" {
+		c.sizes = strings.Split(*sizesF, ",")
+	}
+	if *targetsF != "" {
+		c.targets = map[string]bool{"direct": true}
+		for _, s := range strings.Split(*targetsF, ",") {
+			c.targets[strings.TrimSpace(s)] = true
+		}
+	}
+	if *scaleN > 0 {
+		c.endpoints = *scaleN
+	}
+	return c
+}
