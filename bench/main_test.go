@@ -37,6 +37,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if spec := os.Getenv(routerEnv); spec != "" {
+		if err := runProfiledRouter(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "router:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

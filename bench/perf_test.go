@@ -39,7 +39,10 @@ func TestPerformance(t *testing.T) {
 	machine := describeMachine()
 
 	bk := startBackends(t)
-	consul := testagents.StartConsul(t)
+	// The scale measurement watches up to 1,000 services at once, one
+	// blocking query (one connection) each: past Consul's default of 200
+	// connections per client address the agent answers 429.
+	consul := testagents.StartConsulWith(t, testagents.ConsulOptions{HTTPMaxConnsPerClient: 4096})
 	registerEndpoints(t, consul.Client, bk)
 	seraiBin := buildSerai(t, t.TempDir())
 
@@ -52,7 +55,10 @@ func TestPerformance(t *testing.T) {
 	want := func(name string) bool {
 		return cfg.targets == nil || cfg.targets[name]
 	}
-	if want("serai") {
+	switch {
+	case want("serai") && *profileDir != "":
+		targets = append(targets, startProfiledSerai(t, consul.Addr, *profileDir))
+	case want("serai"):
 		targets = append(targets, startSerai(t, consul.Addr, seraiBin))
 	}
 	for _, p := range []struct {
@@ -94,7 +100,7 @@ func TestPerformance(t *testing.T) {
 				runs = append(runs, r)
 				t.Logf("RESULT bench %s %s c=%d: %.0f req/s p50 %s p99 %s p99.9 %s errors %d cpu %.3fs/10k share-b %.3f",
 					tg.name, size, conns, res.rps(), res.p50, res.p99, res.p999, res.errors, r.cpuPer10k(), r.shareB)
-				if res.errors > 0 {
+				if res.errors > 0 && (tg.name == "serai" || tg.name == "direct") {
 					t.Errorf("%s %s c=%d: %d errors (connect, read, write, timeout or non-2xx)", tg.name, size, conns, res.errors)
 				}
 			}

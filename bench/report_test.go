@@ -149,9 +149,9 @@ func (r *report) write(path string) error {
 	w("\n![requests/s by connections](%s)\n\n", filepath.Base(png))
 
 	w("## All points\n\n")
-	w("req/s relative to direct at the same point; latency added over direct (wrk's percentiles, µs resolution); CPU is the target's own user+system time (all its processes) per 10,000 requests; share b is the fraction of backend requests that reached the 0.1 instance.\n\n")
-	w("| answer | conns | target | req/s | ×direct | p50 | p99 | p99.9 | +p50 | +p99 | CPU s/10k req | share b |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("req/s relative to direct at the same point; latency added over direct (wrk's percentiles, µs resolution); CPU is the target's own user+system time (all its processes) per 10,000 requests; share b is the fraction of backend requests that reached the 0.1 instance; errors are wrk's (connect, read, write, timeout, non-2xx).\n\n")
+	w("| answer | conns | target | req/s | ×direct | p50 | p99 | p99.9 | +p50 | +p99 | CPU s/10k req | share b | errors |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, size := range r.cfg.sizes {
 		for _, c := range r.cfg.conns {
 			d, _ := r.find("direct", size, c)
@@ -167,9 +167,9 @@ func (r *report) write(path string) error {
 					addP99 = fmtDur(x.res.p99 - d.res.p99)
 					cpu = fmt.Sprintf("%.2f", x.cpuPer10k())
 				}
-				w("| %s | %d | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %.3f |\n",
+				w("| %s | %d | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %.3f | %d |\n",
 					sizeLabel(size), c, tg, x.res.rps(), rel, fmtDur(x.res.p50), fmtDur(x.res.p99), fmtDur(x.res.p999),
-					addP50, addP99, cpu, x.shareB)
+					addP50, addP99, cpu, x.shareB, x.res.errors)
 			}
 		}
 	}

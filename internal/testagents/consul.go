@@ -42,6 +42,21 @@ type Consul struct {
 // skips the test when no consul binary is on PATH.
 func StartConsul(t testing.TB) *Consul {
 	t.Helper()
+	return StartConsulWith(t, ConsulOptions{})
+}
+
+// ConsulOptions changes the dev agent StartConsul runs; ignored when an
+// agent is reused.
+type ConsulOptions struct {
+	// HTTPMaxConnsPerClient raises limits.http_max_conns_per_client
+	// (Consul's default 200). Every blocking query holds a connection, so
+	// a client watching many services at once needs more.
+	HTTPMaxConnsPerClient int
+}
+
+// StartConsulWith is StartConsul with options.
+func StartConsulWith(t testing.TB, opts ConsulOptions) *Consul {
+	t.Helper()
 	if addr := os.Getenv("CONSUL_HTTP_ADDR"); addr != "" {
 		return reuseConsul(t, addr)
 	}
@@ -78,6 +93,9 @@ func StartConsul(t testing.TB) *Consul {
 			"grpc":     grpcPort,
 			"grpc_tls": -1,
 		},
+	}
+	if opts.HTTPMaxConnsPerClient > 0 {
+		cfg["limits"] = map[string]any{"http_max_conns_per_client": opts.HTTPMaxConnsPerClient}
 	}
 	cfgPath := filepath.Join(dir, "consul.json")
 	if err := writeJSON(cfgPath, cfg); err != nil {
