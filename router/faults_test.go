@@ -358,3 +358,44 @@ func TestShadowMirrorsWithoutAffectingClient(t *testing.T) {
 	close(release)
 	waitFor(t, 5*time.Second, "shadow requests done", func() bool { return e.rt.shadowInFlight.Load() == 0 })
 }
+
+// TestLargeAnswersRelayed: answers past the 8 KiB read buffer take the
+// direct-read path of relayFixed; they arrive whole, leave the connection
+// reusable, and a model that stops mid-body cuts the client's connection.
+func TestLargeAnswersRelayed(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16)
+	m := model(t, "big", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+		w.Write(big)
+	})
+	e := newEnv(t, Config{OutlierFailures: -1})
+	e.rt.SetRoutes("big", oneGen("big", "v", 1))
+	e.rt.SetInstances("big", []Instance{inst("b", addrOf(m), "v", 1)})
+	for range 3 {
+		resp, body := e.invoke("big", []byte("x"))
+		mustStatus(t, resp, body, 200)
+		if !bytes.Equal(body, big) {
+			t.Fatalf("body of %d bytes differs from the model's %d", len(body), len(big))
+		}
+	}
+	if n := idleConns(e.rt, "big"); n != 1 {
+		t.Errorf("%d idle connections after three sequential answers, want 1", n)
+	}
+
+	cut := rawModel(t, true, func(int) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big), big[:len(big)/2])
+	})
+	e.rt.SetRoutes("cut", oneGen("cut", "v", 1))
+	e.rt.SetInstances("cut", []Instance{inst("c", cut, "v", 1)})
+	req, _ := http.NewRequest("POST", e.srv.URL+"/endpoints/cut/invocations", strings.NewReader("x"))
+	resp, err := e.client.Do(req)
+	if err != nil {
+		return // aborted before the head reached the client: fine
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Fatalf("a cut %d-byte answer reached the client as a complete %d-byte one", len(big), len(b))
+	}
+}

@@ -395,7 +395,13 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 	}
 	w.WriteHeader(http.StatusOK)
 	if !h.chunked && h.contentLength >= 0 {
-		_, err = pc.relayFixed(w, h.contentLength)
+		if h.contentLength <= int64(pc.br.Size()) {
+			_, err = pc.relayFixed(w, h.contentLength, nil)
+		} else {
+			bp := rt.getBuf(32 << 10)
+			_, err = pc.relayFixed(w, h.contentLength, (*bp)[:32<<10])
+			rt.putBuf(bp)
+		}
 	} else {
 		bp := rt.getBuf(32 << 10)
 		var n int64

@@ -551,12 +551,36 @@ func (c *chunkedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// relayFixed copies a Content-Length body straight out of the read buffer,
-// without an intermediate copy.
-func (pc *pconn) relayFixed(w io.Writer, n int64) (int64, error) {
+// relayFixed copies a Content-Length body to w without an intermediate
+// copy: what the read buffer holds goes out from there, and once it is
+// empty the rest is read straight from the connection into big (when
+// given), so a large answer leaves in writes of len(big) bytes instead of
+// the read buffer's 8 KiB: a quarter of the system calls for a 256 KiB
+// answer with a 32 KiB buffer.
+func (pc *pconn) relayFixed(w io.Writer, n int64, big []byte) (int64, error) {
 	var written int64
 	size := int64(pc.br.Size())
 	for n > 0 {
+		if len(big) > 0 && pc.br.Buffered() == 0 && n > size {
+			m, err := pc.c.Read(big[:min(n, int64(len(big)))])
+			if m > 0 {
+				k, werr := w.Write(big[:m])
+				written += int64(k)
+				n -= int64(m)
+				if werr != nil {
+					return written, &errClientWrite{werr}
+				}
+			}
+			if err != nil {
+				if err == io.EOF && n > 0 {
+					err = io.ErrUnexpectedEOF
+				}
+				if n > 0 {
+					return written, err
+				}
+			}
+			continue
+		}
 		want := min(n, size)
 		if b := int64(pc.br.Buffered()); b > 0 && b < want {
 			want = b
