@@ -59,7 +59,11 @@ func TestPerformance(t *testing.T) {
 	case want("serai") && *profileDir != "":
 		targets = append(targets, startProfiledSerai(t, consul.Addr, *profileDir))
 	case want("serai"):
-		targets = append(targets, startSerai(t, consul.Addr, seraiBin))
+		var env []string
+		if *seraiEnv != "" {
+			env = strings.Fields(*seraiEnv)
+		}
+		targets = append(targets, startSerai(t, consul.Addr, seraiBin, env...))
 	}
 	for _, p := range []struct {
 		name, bin string
