@@ -239,7 +239,10 @@ func TestAdvExtraBytesDoNotPoisonPooledConnection(t *testing.T) {
 		{"after chunked trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\nX-T: 1\r\n\r\n" + smuggled, 200, "first", false},
 		{"after error body", "HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nfail" + smuggled, 424, "", false},
 		{"chunked and content-length", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n", 200, "first", false},
-		{"HTTP/1.0 keep-alive chunked", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n", 200, "first", false},
+		// net/http ignores Transfer-Encoding in HTTP/1.0 and would read this
+		// to the close; the router refuses it rather than guess
+		// (FuzzAgainstNetHTTP).
+		{"HTTP/1.0 keep-alive chunked", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n", 424, "", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

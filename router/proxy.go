@@ -342,46 +342,46 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 		return res
 	}
 
-	if h.status/100 != 2 {
+	if h.Status/100 != 2 {
 		msg, clean, err := readLimited(pc.bodyReader(&h), maxModelErrorBody)
-		rt.finish(pc, stop, clean && err == nil && !h.close)
+		rt.finish(pc, stop, clean && err == nil && !h.Close)
 		res.modelEnd = time.Now()
 		if err != nil {
 			res.err = err
 			res.outcome = rt.classify(ctx, in, vm, err)
 			return res
 		}
-		if h.status == http.StatusBadGateway || h.status == http.StatusServiceUnavailable || h.status == http.StatusGatewayTimeout {
-			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.status))
+		if h.Status == http.StatusBadGateway || h.Status == http.StatusServiceUnavailable || h.Status == http.StatusGatewayTimeout {
+			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.Status))
 		} else {
 			rt.instanceOK(in)
 		}
 		res.outcome = outModelError
-		res.status = h.status
+		res.status = h.Status
 		res.message = modelMessage(msg)
 		return res
 	}
 
-	if h.contentLength > rt.cfg.MaxBodyBytes {
+	if h.ContentLength > rt.cfg.MaxBodyBytes {
 		// SageMaker's 6 MB cap holds for answers too; a chunked answer
 		// that outgrows it is cut below (its head is already out).
 		rt.finish(pc, stop, false)
 		res.modelEnd = time.Now()
-		res.err = fmt.Errorf("its answer of %d bytes exceeds the %d-byte response payload limit", h.contentLength, rt.cfg.MaxBodyBytes)
+		res.err = fmt.Errorf("its answer of %d bytes exceeds the %d-byte response payload limit", h.ContentLength, rt.cfg.MaxBodyBytes)
 		res.outcome = outBroken
 		return res
 	}
 	hdr := w.Header()
-	if h.contentType != nil {
-		hdr[hdrContentType] = h.contentType
+	if h.ContentType != nil {
+		hdr[hdrContentType] = h.ContentType
 	} else {
 		hdr[hdrContentType] = nil // no sniffing: the model sent no type
 	}
 	hdr[hdrInvokedVariant] = s.header
-	if h.customAttrs != "" {
-		hdr[hdrCustomAttrs] = []string{h.customAttrs}
+	if h.CustomAttrs != "" {
+		hdr[hdrCustomAttrs] = []string{h.CustomAttrs}
 	}
-	if h.newSession != "" || h.closedSession != "" {
+	if h.NewSession != "" || h.ClosedSession != "" {
 		if err := rt.sessionHeaders(hdr, e, in, req, token, &h); err != nil {
 			rt.finish(pc, stop, false)
 			res.modelEnd = time.Now()
@@ -390,16 +390,16 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 			return res
 		}
 	}
-	if !h.chunked && h.contentLength >= 0 {
-		hdr[hdrContentLength] = pc.contentLengthHeader(h.contentLength)
+	if !h.Chunked && h.ContentLength >= 0 {
+		hdr[hdrContentLength] = pc.contentLengthHeader(h.ContentLength)
 	}
 	w.WriteHeader(http.StatusOK)
-	if !h.chunked && h.contentLength >= 0 {
-		if h.contentLength <= int64(pc.br.Size()) {
-			_, err = pc.relayFixed(w, h.contentLength, nil)
+	if !h.Chunked && h.ContentLength >= 0 {
+		if h.ContentLength <= int64(pc.br.Size()) {
+			_, err = pc.relayFixed(w, h.ContentLength, nil)
 		} else {
 			bp := rt.getBuf(32 << 10)
-			_, err = pc.relayFixed(w, h.contentLength, (*bp)[:32<<10])
+			_, err = pc.relayFixed(w, h.ContentLength, (*bp)[:32<<10])
 			rt.putBuf(bp)
 		}
 	} else {
@@ -412,7 +412,7 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 		}
 	}
 	res.modelEnd = time.Now()
-	rt.finish(pc, stop, err == nil && !h.close)
+	rt.finish(pc, stop, err == nil && !h.Close)
 	res.status = http.StatusOK
 	if err != nil {
 		var cw *errClientWrite
@@ -536,7 +536,7 @@ func (rt *Router) runShadow(timeout time.Duration, sh *shadowSlot, in *instance,
 		// shadow traffic costs no memory per byte of answer.
 		var clean bool
 		clean, err = discardLimited(pc.bodyReader(&h), rt.cfg.MaxBodyBytes)
-		rt.finish(pc, stop, clean && err == nil && !h.close)
+		rt.finish(pc, stop, clean && err == nil && !h.Close)
 	}
 	sh.sm.latency.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -546,7 +546,7 @@ func (rt *Router) runShadow(timeout time.Duration, sh *shadowSlot, in *instance,
 		}
 		return
 	}
-	if h.status/100 != 2 {
+	if h.Status/100 != 2 {
 		sh.sm.errors.Inc()
 	}
 	rt.instanceOK(in)

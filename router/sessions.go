@@ -221,8 +221,8 @@ func (rt *Router) sessionHeaders(hdr http.Header, e *endpoint, in *instance, req
 	if rt.sessions == nil {
 		return nil
 	}
-	if h.newSession != "" && req.sessionID == NewSession {
-		id, rest, _ := strings.Cut(h.newSession, ";")
+	if h.NewSession != "" && req.sessionID == NewSession {
+		id, rest, _ := strings.Cut(h.NewSession, ";")
 		id = strings.TrimSpace(id)
 		if id == "" {
 			return errors.New("the model answered an empty session ID")
@@ -236,7 +236,7 @@ func (rt *Router) sessionHeaders(hdr http.Header, e *endpoint, in *instance, req
 		}
 		hdr[hdrNewSessionID] = []string{tok}
 	}
-	if h.closedSession != "" && token != "" && h.closedSession == req.sessionID {
+	if h.ClosedSession != "" && token != "" && h.ClosedSession == req.sessionID {
 		hdr[hdrClosedSessionID] = []string{token}
 	}
 	return nil

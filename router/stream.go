@@ -125,8 +125,8 @@ type partReader struct {
 }
 
 func (pc *pconn) partReader(h *respHead) *partReader {
-	p := &partReader{br: pc.br, pc: pc, chunked: h.chunked}
-	if !h.chunked {
+	p := &partReader{br: pc.br, pc: pc, chunked: h.Chunked}
+	if !h.Chunked {
 		p.plain = pc.bodyReader(h)
 	}
 	return p
@@ -199,7 +199,7 @@ func (p *partReader) chunkHeader() (int64, error) {
 		}
 	}
 	if len(line) == 0 || len(line) > 11 {
-		return 0, &errProtocol{fmt.Sprintf("bad chunk size %q", truncate(line, 32))}
+		return 0, &errProtocol{Msg: fmt.Sprintf("bad chunk size %q", truncate(line, 32))}
 	}
 	var n int64
 	for _, c := range line {
@@ -212,12 +212,12 @@ func (p *partReader) chunkHeader() (int64, error) {
 		case c >= 'A' && c <= 'F':
 			d = c - 'A' + 10
 		default:
-			return 0, &errProtocol{fmt.Sprintf("bad chunk size %q", truncate(line, 32))}
+			return 0, &errProtocol{Msg: fmt.Sprintf("bad chunk size %q", truncate(line, 32))}
 		}
 		n = n<<4 | int64(d)
 	}
 	if n > maxChunkSize {
-		return 0, &errProtocol{"chunk too large"}
+		return 0, &errProtocol{Msg: "chunk too large"}
 	}
 	return n, nil
 }
@@ -231,7 +231,7 @@ func (p *partReader) crlf() error {
 		return err
 	}
 	if len(line) != 0 {
-		return &errProtocol{"chunk data longer than its size"}
+		return &errProtocol{Msg: "chunk data longer than its size"}
 	}
 	return nil
 }
@@ -249,7 +249,7 @@ func (p *partReader) trailer() error {
 			return nil
 		}
 		if i >= maxResponseHeaderLines {
-			return &errProtocol{"trailer too large"}
+			return &errProtocol{Msg: "trailer too large"}
 		}
 	}
 }
@@ -284,22 +284,22 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 		res.outcome = rt.classify(ctx, in, vm, err)
 		return res
 	}
-	if h.status/100 != 2 {
+	if h.Status/100 != 2 {
 		msg, clean, err := readLimited(pc.bodyReader(&h), maxModelErrorBody)
-		rt.finish(pc, stop, clean && err == nil && !h.close)
+		rt.finish(pc, stop, clean && err == nil && !h.Close)
 		res.modelEnd = time.Now()
 		if err != nil {
 			res.err = err
 			res.outcome = rt.classify(ctx, in, vm, err)
 			return res
 		}
-		if h.status == http.StatusBadGateway || h.status == http.StatusServiceUnavailable || h.status == http.StatusGatewayTimeout {
-			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.status))
+		if h.Status == http.StatusBadGateway || h.Status == http.StatusServiceUnavailable || h.Status == http.StatusGatewayTimeout {
+			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.Status))
 		} else {
 			rt.instanceOK(in)
 		}
 		res.outcome = outModelError
-		res.status = h.status
+		res.status = h.Status
 		res.message = modelMessage(msg)
 		return res
 	}
@@ -312,12 +312,12 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 	start := func() error {
 		hdr := w.Header()
 		hdr[hdrContentType] = []string{eventStreamContentType}
-		if h.contentType != nil {
-			hdr[hdrSMContentType] = h.contentType
+		if h.ContentType != nil {
+			hdr[hdrSMContentType] = h.ContentType
 		}
 		hdr[hdrInvokedVariant] = s.header
-		if h.customAttrs != "" {
-			hdr[hdrCustomAttrs] = []string{h.customAttrs}
+		if h.CustomAttrs != "" {
+			hdr[hdrCustomAttrs] = []string{h.CustomAttrs}
 		}
 		if err := rt.sessionHeaders(hdr, e, in, req, token, &h); err != nil {
 			return err
@@ -389,7 +389,7 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 		}
 	}
 	res.modelEnd = time.Now()
-	rt.finish(pc, stop, !h.close)
+	rt.finish(pc, stop, !h.Close)
 	if !res.started {
 		// An empty answer: an empty stream.
 		res.firstByte = res.modelEnd

@@ -2,17 +2,16 @@ package router
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/seraihq/serai/router/internal/upstream"
 )
 
 // The upstream side is a small HTTP/1.1 client written for exactly one
@@ -31,19 +30,9 @@ type errConnect struct{ err error }
 func (e *errConnect) Error() string { return "connect: " + e.err.Error() }
 func (e *errConnect) Unwrap() error { return e.err }
 
-// errProtocol is a malformed response from the instance.
-type errProtocol struct{ msg string }
-
-func (e *errProtocol) Error() string { return "malformed response from model: " + e.msg }
-
 var aLongTimeAgo = time.Unix(1, 0)
 
 const (
-	maxResponseHeaderBytes = 64 << 10
-	maxResponseHeaderLines = 256
-	// max1xxResponses bounds the informational answers (100 Continue,
-	// 103 Early Hints) skipped before the final one, as net/http does.
-	max1xxResponses = 5
 	// inlineBodyMax is the largest request body copied next to the headers
 	// so the whole request leaves in one write.
 	inlineBodyMax = 16 << 10
@@ -86,16 +75,69 @@ type pconn struct {
 	probeBuf  [1]byte
 	probeDead bool
 
-	fixed fixedBody
+	// hr reads answers (framing rules in router/internal/upstream).
+	hr *upstream.Reader
 
-	// lastCT caches the last Content-Type seen on this connection: a model
-	// answers with the same one every time, so the string and the header
-	// slice are reused instead of allocated per response.
-	lastCT  []byte
-	lastCTv []string
+	// lastCL caches the Content-Length header value sent to clients:
+	// models often answer with bodies of one size.
 	lastCL  int64
 	lastCLv []string
 }
+
+// respHead is the part of the model's response the router uses.
+type respHead = upstream.Head
+
+// The boundary of the upstream client (see router/internal/upstream); the
+// hot path calls the concrete methods.
+var (
+	_ upstream.Pool[*outRequest] = (*connPool)(nil)
+	_ upstream.Conn[*outRequest] = (*pconn)(nil)
+)
+
+// Get implements upstream.Pool.
+func (p *connPool) Get(ctx context.Context, deadline time.Time) (upstream.Conn[*outRequest], error) {
+	pc, err := p.get(ctx, deadline)
+	if err != nil {
+		return nil, err
+	}
+	return pc, nil
+}
+
+// Exchange implements upstream.Conn; it is send without the write error.
+func (pc *pconn) Exchange(ctx context.Context, req *outRequest, h *respHead) error {
+	_, err := pc.send(ctx, req, h)
+	return err
+}
+
+// Body implements upstream.Conn.
+func (pc *pconn) Body(h *respHead) io.Reader { return pc.bodyReader(h) }
+
+// Release implements upstream.Conn.
+func (pc *pconn) Release(reusable bool) {
+	if reusable {
+		pc.pool.put(pc)
+		return
+	}
+	pc.c.Close()
+}
+
+// errProtocol is a malformed answer (upstream.ProtocolError).
+type errProtocol = upstream.ProtocolError
+
+const maxResponseHeaderLines = upstream.MaxHeaderLines
+
+// readLine reads one line of the answer (stream.go's framing).
+func (pc *pconn) readLine() ([]byte, error) { return pc.hr.ReadLine() }
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// bodyReader returns a reader for the answer's body.
+func (pc *pconn) bodyReader(h *respHead) io.Reader { return pc.hr.Body(h) }
 
 // outRequest is what the router sends to a model instance.
 type outRequest struct {
@@ -107,21 +149,6 @@ type outRequest struct {
 	// NEW_SESSION or the model's own ID of an open session (sessions.go).
 	sessionID string
 	body      []byte
-}
-
-// respHead is the part of the model's response the router uses.
-type respHead struct {
-	status      int
-	contentType []string // nil when the model sent none
-	customAttrs string
-	// newSession and closedSession are the model's stateful-session
-	// answers (X-Amzn-SageMaker-Session-Id, -Closed-Session-Id).
-	newSession    string
-	closedSession string
-	contentLength int64 // -1 when unknown
-	chunked       bool
-	close         bool
-	noBody        bool
 }
 
 // get returns a connection with its deadline set, reusing an idle one when
@@ -171,7 +198,7 @@ func (p *connPool) dial(ctx context.Context, deadline time.Time) (*pconn, error)
 		return nil, &errConnect{err}
 	}
 	pc := &pconn{pool: p, c: c, br: bufio.NewReaderSize(c, 8<<10), wbuf: make([]byte, 0, 1024)}
-	pc.fixed.br = pc.br
+	pc.hr = upstream.NewReader(pc.br)
 	pc.abortFn = func() { c.SetDeadline(aLongTimeAgo) }
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -286,178 +313,13 @@ func (pc *pconn) writeRequest(r *outRequest) error {
 // still read, and the connection is not reused after it.
 func (pc *pconn) send(ctx context.Context, req *outRequest, h *respHead) (werr, err error) {
 	if werr = pc.writeRequest(req); werr != nil {
-		if ctx.Err() != nil || isTimeout(werr) || pc.readHead(h) != nil {
+		if ctx.Err() != nil || isTimeout(werr) || pc.hr.ReadHead(h) != nil {
 			return werr, werr
 		}
-		h.close = true
+		h.Close = true
 		return werr, nil
 	}
-	return nil, pc.readHead(h)
-}
-
-// readHead reads the status line and headers, skipping 1xx responses.
-func (pc *pconn) readHead(h *respHead) error {
-	for n := 0; ; n++ {
-		if err := pc.readOneHead(h); err != nil {
-			return err
-		}
-		if h.status >= 200 || h.status == 101 {
-			break
-		}
-		if n >= max1xxResponses {
-			return &errProtocol{"too many 1xx informational responses"}
-		}
-	}
-	if h.status == 101 {
-		return &errProtocol{"unexpected 101 Switching Protocols"}
-	}
-	if h.status == 204 || h.status == 304 {
-		h.noBody = true
-		h.contentLength = 0
-		h.chunked = false
-	}
-	if !h.chunked && h.contentLength < 0 && !h.noBody {
-		// Delimited by close: the connection cannot be reused.
-		h.close = true
-	}
-	return nil
-}
-
-func (pc *pconn) readOneHead(h *respHead) error {
-	*h = respHead{contentLength: -1}
-	line, err := pc.readLine()
-	if err != nil {
-		return err
-	}
-	// "HTTP/1.1 200 OK"
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || (line[7] != '0' && line[7] != '1') ||
-		line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return &errProtocol{fmt.Sprintf("bad status line %q", truncate(line, 64))}
-	}
-	http10 := line[7] == '0'
-	code := 0
-	for _, c := range line[9:12] {
-		if c < '0' || c > '9' {
-			return &errProtocol{fmt.Sprintf("bad status code in %q", truncate(line, 64))}
-		}
-		code = code*10 + int(c-'0')
-	}
-	if code < 100 {
-		return &errProtocol{fmt.Sprintf("bad status code %d", code)}
-	}
-	h.status = code
-	keepAlive, hasCL, hasTE := false, false, false
-	total := len(line)
-	for n := 0; ; n++ {
-		line, err := pc.readLine()
-		if err != nil {
-			return err
-		}
-		if len(line) == 0 {
-			break
-		}
-		total += len(line)
-		if n >= maxResponseHeaderLines || total > maxResponseHeaderBytes {
-			return &errProtocol{"response headers too large"}
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return &errProtocol{"obsolete header line folding"}
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !validHeaderLine(line, colon) {
-			// Includes "Name : value": a name the router would not
-			// recognise while the model meant it (RFC 9112 5.1).
-			return &errProtocol{fmt.Sprintf("bad header line %q", truncate(line, 64))}
-		}
-		name := line[:colon]
-		value := bytes.TrimSpace(line[colon+1:])
-		switch {
-		case len(name) == 12 && asciiEqualFold(name, "content-type"):
-			h.contentType = pc.internCT(value)
-		case len(name) == 14 && asciiEqualFold(name, "content-length"):
-			n, ok := parseLength(value)
-			if !ok || (h.contentLength >= 0 && h.contentLength != n) {
-				return &errProtocol{"bad Content-Length"}
-			}
-			h.contentLength = n
-			hasCL = true
-		case len(name) == 17 && asciiEqualFold(name, "transfer-encoding"):
-			// Only "chunked", once: the router passes bodies on unchanged,
-			// so it cannot take other codings (gzip would reach the client
-			// undecoded), and anything else is how framing desyncs start.
-			// net/http's client refuses the same.
-			if hasTE || !asciiEqualFold(value, "chunked") {
-				return &errProtocol{fmt.Sprintf("unsupported Transfer-Encoding %q", truncate(value, 64))}
-			}
-			hasTE = true
-			h.chunked = true
-		case len(name) == 10 && asciiEqualFold(name, "connection"):
-			if containsToken(value, "close") {
-				h.close = true
-			}
-			if containsToken(value, "keep-alive") {
-				keepAlive = true
-			}
-		case len(name) == 34 && asciiEqualFold(name, "x-amzn-sagemaker-custom-attributes"):
-			h.customAttrs = string(value)
-		case len(name) == 27 && asciiEqualFold(name, "x-amzn-sagemaker-session-id"):
-			h.newSession = string(value)
-		case len(name) == 34 && asciiEqualFold(name, "x-amzn-sagemaker-closed-session-id"):
-			h.closedSession = string(value)
-		}
-	}
-	if h.chunked {
-		h.contentLength = -1
-		// Transfer-Encoding overrides Content-Length, but a message with
-		// both, or chunked in HTTP/1.0, is suspect (RFC 9112 6.1, 6.3):
-		// read it as chunked, then do not trust the connection again.
-		if hasCL || http10 {
-			h.close = true
-		}
-	}
-	if http10 && !keepAlive {
-		h.close = true
-	}
-	return nil
-}
-
-// validHeaderLine reports whether the field name (line[:colon]) is a token
-// and the value holds no control characters but HTAB (RFC 9110 5.1, 5.5).
-// Values are passed on to clients, whose HTTP stacks refuse such bytes.
-func validHeaderLine(line []byte, colon int) bool {
-	for _, c := range line[:colon] {
-		if !tokenChar[c] {
-			return false
-		}
-	}
-	for _, c := range line[colon+1:] {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-var tokenChar = func() (t [256]bool) {
-	for _, c := range []byte("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
-		t[c] = true
-	}
-	return t
-}()
-
-func (pc *pconn) readLine() ([]byte, error) {
-	line, err := pc.br.ReadSlice('\n')
-	if err == bufio.ErrBufferFull {
-		return nil, &errProtocol{"header line too long"}
-	}
-	if err != nil {
-		return nil, err
-	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return line, nil
+	return nil, pc.hr.ReadHead(h)
 }
 
 // contentLengthHeader is internCT for Content-Length: models often answer
@@ -467,88 +329,6 @@ func (pc *pconn) contentLengthHeader(n int64) []string {
 		pc.lastCL, pc.lastCLv = n, []string{strconv.FormatInt(n, 10)}
 	}
 	return pc.lastCLv
-}
-
-func (pc *pconn) internCT(v []byte) []string {
-	if pc.lastCTv != nil && bytes.Equal(v, pc.lastCT) {
-		return pc.lastCTv
-	}
-	s := string(v)
-	pc.lastCT = append(pc.lastCT[:0], v...)
-	pc.lastCTv = []string{s}
-	return pc.lastCTv
-}
-
-// bodyReader returns a reader for the response body. For chunked bodies the
-// trailer is consumed by finishChunked.
-func (pc *pconn) bodyReader(h *respHead) io.Reader {
-	switch {
-	case h.noBody:
-		pc.fixed.n = 0
-		return &pc.fixed
-	case h.chunked:
-		return &chunkedBody{r: httputil.NewChunkedReader(pc.br), pc: pc}
-	case h.contentLength >= 0:
-		pc.fixed.n = h.contentLength
-		return &pc.fixed
-	default:
-		return pc.br
-	}
-}
-
-// fixedBody reads exactly n bytes of a Content-Length body.
-type fixedBody struct {
-	br *bufio.Reader
-	n  int64
-}
-
-func (f *fixedBody) Read(p []byte) (int, error) {
-	if f.n <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > f.n {
-		p = p[:f.n]
-	}
-	n, err := f.br.Read(p)
-	f.n -= int64(n)
-	if err == io.EOF && f.n > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	if err == nil && f.n == 0 {
-		err = io.EOF
-	}
-	return n, err
-}
-
-// chunkedBody reads a chunked body and then its trailer section, so the
-// connection is positioned at the next response.
-type chunkedBody struct {
-	r    io.Reader
-	pc   *pconn
-	done bool
-}
-
-func (c *chunkedBody) Read(p []byte) (int, error) {
-	if c.done {
-		return 0, io.EOF
-	}
-	n, err := c.r.Read(p)
-	if err == io.EOF {
-		for i := 0; ; i++ {
-			line, lerr := c.pc.readLine()
-			if lerr != nil {
-				return n, lerr
-			}
-			if len(line) == 0 {
-				break
-			}
-			if i >= maxResponseHeaderLines {
-				return n, &errProtocol{"trailer too large"}
-			}
-		}
-		c.done = true
-	}
-	return n, err
 }
 
 // relayFixed copies a Content-Length body to w without an intermediate
@@ -631,58 +411,6 @@ func relay(w io.Writer, r io.Reader, buf []byte) (int64, error) {
 			return written, err
 		}
 	}
-}
-
-func asciiEqualFold(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func containsToken(v []byte, lower string) bool {
-	for len(v) > 0 {
-		var tok []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			tok, v = v[:i], v[i+1:]
-		} else {
-			tok, v = v, nil
-		}
-		if asciiEqualFold(bytes.TrimSpace(tok), lower) {
-			return true
-		}
-	}
-	return false
-}
-
-func parseLength(v []byte) (int64, bool) {
-	if len(v) == 0 || len(v) > 18 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
-}
-
-func truncate(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[:n]
-	}
-	return b
 }
 
 // isTimeout reports a deadline expiry on the connection.
