@@ -12,6 +12,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/router"
 )
@@ -93,7 +94,7 @@ func measureScale(t *testing.T, c *testagents.Consul, n int) scaleResult {
 	cc := c.Client
 	t.Cleanup(func() {
 		cc.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: scaleNode}, nil)
-		cc.KV().DeleteTree(router.RoutesKeyPrefix+"scale-", nil)
+		cc.KV().DeleteTree(contract.RoutesKeyPrefix+"scale-", nil)
 	})
 
 	var ops consulapi.TxnOps
@@ -117,10 +118,10 @@ func measureScale(t *testing.T, c *testagents.Consul, n int) scaleResult {
 	add(&consulapi.TxnOp{Node: &consulapi.NodeTxnOp{Verb: consulapi.NodeSet, Node: consulapi.Node{Node: scaleNode, Address: "127.0.0.1"}}})
 	for i := range n {
 		ep := scaleName(i)
-		routes := &router.Routes{Version: router.RoutesVersion, Endpoint: ep, Generations: []router.Generation{{
-			Generation: 1, Weight: 1, Variants: []router.Variant{{Name: "a", Weight: 0.9}, {Name: "b", Weight: 0.1}},
+		routes := &contract.Routes{Version: contract.RoutesVersion, Endpoint: ep, Generations: []contract.Generation{{
+			Generation: 1, Weight: 1, Variants: []contract.Variant{{Name: "a", Weight: 0.9}, {Name: "b", Weight: 0.1}},
 		}}}
-		b, err := router.EncodeRoutes(routes)
+		b, err := contract.EncodeRoutes(routes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,14 +132,14 @@ func measureScale(t *testing.T, c *testagents.Consul, n int) scaleResult {
 			}
 			id := fmt.Sprintf("%s-%d", ep, j)
 			add(&consulapi.TxnOp{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: scaleNode, Service: consulapi.AgentService{
-				ID: id, Service: router.ServiceName(ep), Address: "127.0.0.1", Port: 20000 + i*scaleInstances + j,
-				Tags: []string{router.TagVariant + v, router.TagGeneration + "1"},
+				ID: id, Service: contract.ServiceName(ep), Address: "127.0.0.1", Port: 20000 + i*scaleInstances + j,
+				Tags: contract.InstanceTags{Variant: v, Generation: 1, Model: "scale"}.Format(),
 			}}})
 			if i == 0 && j == 0 {
 				add(flip(id, consulapi.HealthPassing))
 			}
 		}
-		add(&consulapi.TxnOp{KV: &consulapi.KVTxnOp{Verb: consulapi.KVSet, Key: router.RoutesKey(ep), Value: b}})
+		add(&consulapi.TxnOp{KV: &consulapi.KVTxnOp{Verb: consulapi.KVSet, Key: contract.RoutesKey(ep), Value: b}})
 	}
 	flush()
 	res.register = time.Since(start)

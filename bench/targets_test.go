@@ -15,8 +15,8 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
-	"github.com/seraihq/serai/router"
 )
 
 // target is one way of reaching the backend.
@@ -121,8 +121,8 @@ func registerEndpoints(t *testing.T, c *consulapi.Client, bk *backends) {
 				port = bk.b[s.name]
 			}
 			err := c.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
-				ID: ep + "-" + inst, Name: router.ServiceName(ep), Address: "127.0.0.1", Port: port,
-				Tags: []string{router.TagVariant + inst, router.TagGeneration + "1"},
+				ID: ep + "-" + inst, Name: contract.ServiceName(ep), Address: "127.0.0.1", Port: port,
+				Tags: contract.InstanceTags{Variant: inst, Generation: 1, Model: "bench"}.Format(),
 				Check: &consulapi.AgentServiceCheck{
 					HTTP: "http://127.0.0.1:" + strconv.Itoa(port) + "/ping", Interval: "10s", Status: consulapi.HealthPassing,
 				},
@@ -133,17 +133,17 @@ func registerEndpoints(t *testing.T, c *consulapi.Client, bk *backends) {
 			id := ep + "-" + inst
 			t.Cleanup(func() { c.Agent().ServiceDeregister(id) })
 		}
-		routes := &router.Routes{Version: router.RoutesVersion, Endpoint: ep, Generations: []router.Generation{{
-			Generation: 1, Weight: 1, Variants: []router.Variant{{Name: "a", Weight: 0.9}, {Name: "b", Weight: 0.1}},
+		routes := &contract.Routes{Version: contract.RoutesVersion, Endpoint: ep, Generations: []contract.Generation{{
+			Generation: 1, Weight: 1, Variants: []contract.Variant{{Name: "a", Weight: 0.9}, {Name: "b", Weight: 0.1}},
 		}}}
-		b, err := router.EncodeRoutes(routes)
+		b, err := contract.EncodeRoutes(routes)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.KV().Put(&consulapi.KVPair{Key: router.RoutesKey(ep), Value: b}, nil); err != nil {
+		if _, err := c.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey(ep), Value: b}, nil); err != nil {
 			t.Fatal(err)
 		}
-		key := router.RoutesKey(ep)
+		key := contract.RoutesKey(ep)
 		t.Cleanup(func() { c.KV().Delete(key, nil) })
 	}
 }
