@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -46,6 +47,9 @@ func runProfiledRouter(spec string) error {
 	consul, err := consulapi.NewClient(cfg)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as cmd/serai's router does
 	}
 	rt, err := router.New(router.Config{})
 	if err != nil {
