@@ -22,6 +22,7 @@ var (
 	targetsF = flag.String("bench.targets", "", "comma-separated targets to measure (default all whose binary is found)")
 	connsF   = flag.String("bench.conns", "", "comma-separated connection counts (default 1,16,64,256 full, 64 smoke)")
 	sizesF   = flag.String("bench.sizes", "", "comma-separated answer sizes, of 1k and 256k (default both full, 1k smoke)")
+	baseline = flag.String("bench.baseline", "", "also measure `serai router` built from this git revision, as target serai-base (before/after in one run)")
 	seraiEnv = flag.String("bench.serai-env", "", "space-separated VAR=value pairs for the router's environment (GOGC=400, GOMAXPROCS=1, ...), for experiments")
 	scaleN   = flag.Int("bench.endpoints", 0, "endpoints for the control-data scale, 10 instances each (default 1000 full, 20 smoke)")
 )

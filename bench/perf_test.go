@@ -63,7 +63,13 @@ func TestPerformance(t *testing.T) {
 		if *seraiEnv != "" {
 			env = strings.Fields(*seraiEnv)
 		}
-		targets = append(targets, startSerai(t, consul.Addr, seraiBin, env...))
+		targets = append(targets, startSerai(t, "serai", consul.Addr, seraiBin, env...))
+	}
+	var baseCommit string
+	if *baseline != "" {
+		var bin string
+		bin, baseCommit = buildBaseline(t, *baseline)
+		targets = append(targets, startSerai(t, "serai-base", consul.Addr, bin))
 	}
 	for _, p := range []struct {
 		name, bin string
@@ -114,7 +120,7 @@ func TestPerformance(t *testing.T) {
 	for _, tg := range targets {
 		peak[tg.name] = treeStats(tg.pid).hwmKB
 	}
-	rep := &report{machine: machine, runs: runs, peakKB: peak, cfg: cfg, skipped: skipped, elapsed: time.Since(began)}
+	rep := &report{machine: machine, runs: runs, peakKB: peak, cfg: cfg, skipped: skipped, elapsed: time.Since(began), baseCommit: baseCommit}
 	for _, tg := range targets {
 		rep.targets = append(rep.targets, tg.name)
 	}

@@ -160,13 +160,43 @@ func buildSerai(t *testing.T, dir string) string {
 	return bin
 }
 
-func startSerai(t *testing.T, consulAddr string, routerBin string, env ...string) *target {
+// buildBaseline builds cmd/serai from git revision rev of this repository
+// (git archive into a temporary directory), for a before/after comparison
+// in one run. It returns the binary and the full commit hash.
+func buildBaseline(t *testing.T, rev string) (string, string) {
+	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		t.Fatalf("-bench.baseline needs a git checkout: %v", err)
+	}
+	root := strings.TrimSpace(string(top))
+	full, err := exec.Command("git", "-C", root, "rev-parse", "--verify", rev+"^{commit}").Output()
+	if err != nil {
+		t.Fatalf("-bench.baseline %s: %v", rev, err)
+	}
+	commit := strings.TrimSpace(string(full))
+	dir := t.TempDir()
+	archive := exec.Command("sh", "-c", "git -C \"$1\" archive \"$2\" | tar -x -C \"$3\"", "sh", root, commit, dir)
+	if out, err := archive.CombinedOutput(); err != nil {
+		t.Fatalf("git archive %s: %v\n%s", commit, err, out)
+	}
+	bin := filepath.Join(dir, "serai-base")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/serai")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building serai at %s: %v\n%s", commit, err, out)
+	}
+	return bin, commit
+}
+
+func startSerai(t *testing.T, name, consulAddr string, routerBin string, env ...string) *target {
 	port := testagents.FreePorts(t, 1)[0]
 	dir := testagents.NewDir(t, "router")
 	listen := "127.0.0.1:" + strconv.Itoa(port)
-	p := testagents.StartProcess(t, "serai-router", dir, routerBin, []string{"router",
+	p := testagents.StartProcess(t, name, dir, routerBin, []string{"router",
 		"--listen", listen, "--consul-addr", consulAddr, "--register=false", "--log-level", "warn"}, []int{port}, env...)
-	tg := &target{name: "serai", proc: p, pid: p.Pid(), url: map[string]string{}}
+	tg := &target{name: name, proc: p, pid: p.Pid(), url: map[string]string{}}
 	for _, s := range sizes {
 		tg.url[s.name] = "http://" + listen + "/endpoints/" + endpointName(s.name) + "/invocations"
 	}
