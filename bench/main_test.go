@@ -18,7 +18,8 @@ import (
 var (
 	fullRun  = flag.Bool("bench.full", false, "run the whole comparison (minutes) instead of the smoke run")
 	outPath  = flag.String("bench.out", "", "write the report here (Markdown), the plot beside it (.png)")
-	duration = flag.Duration("bench.duration", 0, "measured time of each wrk run (default 5s full, 2s smoke)")
+	duration = flag.Duration("bench.duration", 0, "measured time of each wrk run (default 2s)")
+	roundsF  = flag.Int("bench.rounds", 0, "rounds per point, interleaved over the targets; the median is kept (default 3 full, 1 smoke)")
 	targetsF = flag.String("bench.targets", "", "comma-separated targets to measure (default all whose binary is found)")
 	connsF   = flag.String("bench.conns", "", "comma-separated connection counts (default 1,16,64,256 full, 64 smoke)")
 	sizesF   = flag.String("bench.sizes", "", "comma-separated answer sizes, of 1k and 256k (default both full, 1k smoke)")

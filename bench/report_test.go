@@ -98,8 +98,9 @@ func describeMachine() string {
 }
 
 func versionOf(bin string, args ...string) string {
-	out, err := exec.Command(bin, args...).CombinedOutput()
-	if err != nil {
+	// wrk -v prints its version and exits 1: trust the output, not the status.
+	out, _ := exec.Command(bin, args...).CombinedOutput()
+	if len(out) == 0 {
 		return "absent"
 	}
 	line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
@@ -121,8 +122,8 @@ func (r *report) write(path string) error {
 	w("- Command: `%s` (= `go test ./bench -run '^TestPerformance$' -count=1 -v -timeout 30m -args -bench.full -bench.out docs/performance.md` plus its arguments); whole run %s.\n", cmdline, r.elapsed.Round(time.Second))
 	w("- Machine: %s; at the end %s. The machine was shared with other builds and tests, so absolute numbers are noisy; compare ratios within this run.\n", r.machine, strings.Join(strings.Fields(string(load))[:3], " "))
 	w("- Backend: two instances (separate Go net/http processes) answering `POST /invocations` with a fixed JSON answer of 1 KiB or 256 KiB; variant a weight 0.9, b 0.1.\n")
-	w("- Load: `wrk` (%s), `-t min(conns,2)`, keep-alive, POST of a %d-byte JSON body with `Content-Type: application/json`; %s per point after a 1 s warm-up; every target first checked to answer 200 with the backend's exact answer.\n",
-		versionOf("wrk", "-v"), len(requestBody), r.cfg.duration)
+	w("- Load: `wrk` (%s), `-t min(conns,2)`, keep-alive, POST of a %d-byte JSON body with `Content-Type: application/json`; after a 1 s warm-up, each point measured in %d rounds of %s that take every target in turn, keeping the round with the median requests/s (so a burst of other work on the shared machine lands on one round of every target); every target first checked to answer 200 with the backend's exact answer.\n",
+		versionOf("wrk", "-v"), len(requestBody), r.cfg.rounds, r.cfg.duration)
 	w("- Targets, all on loopback, each on the same two cores as wrk and the backend:\n")
 	w("  - **direct**: wrk → instance a (the limit).\n")
 	w("  - **serai**: `serai router` (this commit, default flags) finding both instances through a real Consul (%s) and the 0.9/0.1 routing table in Consul KV.\n", versionOf("consul", "version"))
