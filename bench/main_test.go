@@ -22,7 +22,7 @@ var (
 	roundsF  = flag.Int("bench.rounds", 0, "rounds per point, interleaved over the targets; the median is kept (default 3 full, 1 smoke)")
 	targetsF = flag.String("bench.targets", "", "comma-separated targets to measure (default all whose binary is found)")
 	connsF   = flag.String("bench.conns", "", "comma-separated connection counts (default 1,16,64,256 full, 64 smoke)")
-	sizesF   = flag.String("bench.sizes", "", "comma-separated answer sizes, of 1k and 256k (default both full, 1k smoke)")
+	sizesF   = flag.String("bench.sizes", "", "comma-separated answer sizes, of 1k, 256k and stream (default all full, 1k smoke)")
 	baseline = flag.String("bench.baseline", "", "also measure `serai router` built from this git revision, as target serai-base (before/after in one run)")
 	seraiEnv = flag.String("bench.serai-env", "", "space-separated VAR=value pairs for the router's environment (GOGC=400, GOMAXPROCS=1, ...), for experiments")
 	scaleN   = flag.Int("bench.endpoints", 0, "endpoints for the control-data scale, 10 instances each (default 1000 full, 20 smoke)")
@@ -50,11 +50,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// answer sizes the backend serves, one port each.
+// answer sizes the backend serves, one port each. "stream" is a 1 KiB
+// answer sent as streamParts chunks, each flushed: the model side of
+// InvokeEndpointWithResponseStream.
 var sizes = []struct {
-	name string
-	n    int
-}{{"1k", 1 << 10}, {"256k", 256 << 10}}
+	name   string
+	n      int
+	stream bool
+}{{"1k", 1 << 10, false}, {"256k", 256 << 10, false}, {"stream", 1 << 10, true}}
+
+// streamParts is how many chunks a streamed answer comes in.
+const streamParts = 8
 
 // requestBody is the small JSON payload every request carries.
 const requestBody = `{"instances":[[0.12,0.34,0.56,0.78,0.9,0.11,0.13,0.15]]}`
@@ -81,12 +87,23 @@ func runBackend(spec string) error {
 	for i, addr := range addrs {
 		body := jsonAnswer(sizes[i].n)
 		length := []string{strconv.Itoa(len(body))}
+		stream := sizes[i].stream
 		mux := http.NewServeMux()
 		mux.HandleFunc("POST /invocations", func(w http.ResponseWriter, r *http.Request) {
 			io.Copy(io.Discard, r.Body)
 			served.Add(1)
 			h := w.Header()
 			h["Content-Type"] = []string{"application/json"}
+			if stream {
+				// Chunked, one flush per part, as a model streaming tokens.
+				f := w.(http.Flusher)
+				part := len(body) / streamParts
+				for p := 0; p < len(body); p += part {
+					w.Write(body[p:min(p+part, len(body))])
+					f.Flush()
+				}
+				return
+			}
 			h["Content-Length"] = length
 			w.Write(body)
 		})
