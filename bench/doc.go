@@ -4,7 +4,9 @@
 // instances weighted 0.9/0.1, and the same backend reached directly (the
 // limit), through the router (discovering it through a real Consul), and
 // through nginx, HAProxy and Caddy from Debian's packages, each configured
-// as its documentation recommends for a keep-alive reverse proxy. It also
+// as its documentation recommends for a keep-alive reverse proxy, with
+// 1 KiB, 256 KiB and streamed answers (InvokeEndpointWithResponseStream
+// through the router). It also
 // measures the router's control data at scale: routing-table rebuilds and
 // memory for 1,000 endpoints × 10 instances, and discovery convergence.
 //
