@@ -167,6 +167,12 @@ func TestDefaultListen(t *testing.T) {
 	if got := defaultListen(); got != ":8080" {
 		t.Errorf("defaultListen() = %q, want :8080", got)
 	}
+	// In a container Nomad sets NOMAD_IP_http to the host's address, which
+	// the container does not have: the contract's :8080 wins.
+	t.Setenv("NOMAD_IP_http", "10.0.0.7")
+	if got := defaultListen(); got != ":8080" {
+		t.Errorf("in a container: defaultListen() = %q, want :8080", got)
+	}
 	t.Setenv("SAGEMAKER_BIND_TO_PORT", "9001")
 	t.Setenv("NOMAD_IP_http", "127.0.0.1")
 	if got := defaultListen(); got != "127.0.0.1:9001" {
