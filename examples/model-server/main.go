@@ -89,7 +89,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
 		}
 		ts := NewTextServer(tm, *tokenDelay, log)
-		ts.Instance = os.Getenv("NOMAD_ALLOC_ID")
+		ts.Instance = instanceName()
 		handler = ts.Handler()
 		desc = []any{"version", tm.Version, "kind", "text", "order", tm.Order, "token_delay", *tokenDelay}
 	} else {
@@ -97,7 +97,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
 		}
-		handler = NewServer(m, log).Handler()
+		ms := NewServer(m, log)
+		ms.Instance = instanceName()
+		handler = ms.Handler()
 		desc = []any{"version", m.Version, "features", m.Features}
 	}
 	flt, err := faultsFromEnv()
@@ -141,6 +143,17 @@ func defaultListen() string {
 		return ":8080"
 	}
 	return net.JoinHostPort(os.Getenv("NOMAD_IP_http"), port)
+}
+
+// instanceName is what the server answers as instance=<name>: Nomad's
+// allocation ID (set for every driver, containers included), else the host
+// name (in a container, its short ID).
+func instanceName() string {
+	if id := os.Getenv("NOMAD_ALLOC_ID"); id != "" {
+		return id
+	}
+	h, _ := os.Hostname()
+	return h
 }
 
 func envOr(name, def string) string {

@@ -342,3 +342,23 @@ func TestFaultInjection(t *testing.T) {
 		t.Error("0 accepted")
 	}
 }
+
+func TestInstanceAttribute(t *testing.T) {
+	s := NewServer(trainIris(t, "v2", "all"), quietLog())
+	s.Instance = "c0ffee"
+	for _, tc := range []struct{ attrs, want string }{
+		{"", "instance=c0ffee"},
+		{"trace=1", "instance=c0ffee"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/invocations", strings.NewReader("5.1,3.5,1.4,0.2\n"))
+		req.Header.Set("Content-Type", "text/csv")
+		if tc.attrs != "" {
+			req.Header.Set("X-Amzn-SageMaker-Custom-Attributes", tc.attrs)
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if got := rec.Header().Get("X-Amzn-SageMaker-Custom-Attributes"); rec.Code != http.StatusOK || got != tc.want {
+			t.Errorf("attributes %q: status %d, answer attributes %q, want %q", tc.attrs, rec.Code, got, tc.want)
+		}
+	}
+}

@@ -497,7 +497,9 @@ vault {
 func (c *Cluster) startNomadClient(t testing.TB, n *ClusterNode, opts ClusterOptions) {
 	t.Helper()
 	bin, _, _ := lookBinary("nomad")
-	dir := newProcessDir(t, "nomad-"+n.Datacenter)
+	// Short: Nomad's task API socket lives deep below the data dir, and
+	// unix socket paths end at 108 bytes.
+	dir := newProcessDir(t, "n"+n.Datacenter)
 	n.DataDir = filepath.Join(dir, "data")
 	q := strconv.Quote
 	var b strings.Builder
