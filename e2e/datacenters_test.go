@@ -19,10 +19,10 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/s3test"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
-	"github.com/seraihq/serai/router"
 	"github.com/seraihq/serai/scheduler"
 )
 
@@ -236,19 +236,19 @@ endpoint %[9]q {
 
 func writeDCRoutes(t *testing.T, c *consulapi.Client) {
 	t.Helper()
-	b, err := router.EncodeRoutes(&router.Routes{
-		Version:  router.RoutesVersion,
+	b, err := contract.EncodeRoutes(&contract.Routes{
+		Version:  contract.RoutesVersion,
 		Endpoint: endpointName,
-		Timeout:  router.Duration(dcRouteTimeout),
-		Generations: []router.Generation{{
+		Timeout:  contract.Duration(dcRouteTimeout),
+		Generations: []contract.Generation{{
 			Generation: 1, Weight: 1,
-			Variants: []router.Variant{{Name: dcVariant, Weight: 1}},
+			Variants: []contract.Variant{{Name: dcVariant, Weight: 1}},
 		}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.KV().Put(&consulapi.KVPair{Key: router.RoutesKey(endpointName), Value: b}, nil); err != nil {
+	if _, err := c.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey(endpointName), Value: b}, nil); err != nil {
 		t.Fatalf("write routing table: %v", err)
 	}
 }
@@ -423,7 +423,7 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	// Nomad replaces the lost instances in the surviving datacenters.
 	back := time.Duration(0)
 	for time.Since(cut) < 3*time.Minute && ctx.Err() == nil {
-		entries, _, err := c.Consul.Client.Health().Service(router.ServiceName(endpointName), "", true, nil)
+		entries, _, err := c.Consul.Client.Health().Service(contract.ServiceName(endpointName), "", true, nil)
 		if err == nil && len(entries) >= dcInstances {
 			back = time.Since(cut)
 			break
@@ -538,7 +538,7 @@ func healthyInstances(routerAddr string) (float64, bool) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return metricValue(b, policies.MetricHealthyInstances+fmt.Sprintf(`{endpoint=%q,generation="1",variant=%q}`, endpointName, dcVariant))
+	return metricValue(b, contract.MetricHealthyInstances+fmt.Sprintf(`{endpoint=%q,generation="1",variant=%q}`, endpointName, dcVariant))
 }
 
 // load is a closed-loop load generator: each worker sends one invocation
