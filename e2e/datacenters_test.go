@@ -397,8 +397,11 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	const lost = "dc3"
 	l := startLoad(url, dcWorkers)
 	time.Sleep(3 * time.Second)
-	cut := time.Now()
+	// `ip link set` takes tens of milliseconds to run: the clock starts
+	// once the link is surely down, so invocations sent before that count
+	// as in flight at the cut.
 	c.CutLink(t, lost)
+	cut := time.Now()
 	restored := false
 	defer func() {
 		if !restored {
@@ -486,8 +489,8 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 		}
 	}
 	l = startLoad(url, dcWorkers)
-	up := time.Now()
 	c.RestoreLink(t, lost)
+	up := time.Now()
 	restored = true
 	returned := time.Duration(0)
 	for time.Since(up) < 3*time.Minute && returned == 0 {
