@@ -280,7 +280,11 @@ func (c *Cluster) network(t testing.TB, dcs []string) {
 	c.HostAddr = fmt.Sprintf("10.231.%d.1", n)
 	t.Cleanup(func() { c.removeNetwork(t) })
 	steps := [][]string{
-		{"link", "add", c.bridge, "type", "bridge"},
+		// Frames between the datacenters cross this bridge; with
+		// br_netfilter loaded (dockerd loads it) they would also pass the
+		// host's iptables FORWARD chain, which a system Docker sets to
+		// DROP. The cluster's own bridge opts out.
+		{"link", "add", c.bridge, "type", "bridge", "nf_call_iptables", "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0"},
 		{"addr", "add", c.HostAddr + "/24", "dev", c.bridge},
 		{"link", "set", c.bridge, "up"},
 	}
