@@ -35,7 +35,7 @@ const (
 	dcWorkers = 8
 	// dcRouteTimeout is the model timeout in the routing table: how long
 	// an invocation in flight to an unreachable datacenter can hang.
-	dcRouteTimeout = 5 * time.Second
+	dcRouteTimeout = 10 * time.Second
 )
 
 // TestDatacenters runs the SageMaker container path for real on a
