@@ -106,7 +106,7 @@ func TestDatacenters(t *testing.T) {
 				t.Errorf("%s runs %d instances, want 2", dc, perDC[dc])
 			}
 		}
-		l := startLoad(url, dcWorkers)
+		l := startClosedLoad(url, dcWorkers)
 		time.Sleep(5 * time.Second)
 		rs := l.stop()
 		byInstance := map[string]int{}
@@ -149,7 +149,7 @@ func TestDatacenters(t *testing.T) {
 
 	t.Run("rolling image update", func(t *testing.T) {
 		next := renderDCJob(t, serai, dir, store.URL, sum, "serai-model-server:rolling")
-		l := startLoad(url, dcWorkers)
+		l := startClosedLoad(url, dcWorkers)
 		begin := time.Now()
 		register(t, ctx, cluster.Nomad, next)
 		// The latest deployment is the previous, successful one until
@@ -395,7 +395,7 @@ func checkSignedDownloadOf(t *testing.T, store *s3test.Server, path string) {
 // serves again once its link is back.
 func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluster, jobID, url, routerAddr string, inst map[string]instance) {
 	const lost = "dc3"
-	l := startLoad(url, dcWorkers)
+	l := startClosedLoad(url, dcWorkers)
 	time.Sleep(3 * time.Second)
 	// `ip link set` takes tens of milliseconds to run: the clock starts
 	// once the link is surely down, so invocations sent before that count
@@ -488,7 +488,7 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 			dc3[id] = true
 		}
 	}
-	l = startLoad(url, dcWorkers)
+	l = startClosedLoad(url, dcWorkers)
 	c.RestoreLink(t, lost)
 	up := time.Now()
 	restored = true
@@ -544,9 +544,9 @@ func healthyInstances(routerAddr string) (float64, bool) {
 	return metricValue(b, contract.MetricHealthyInstances+fmt.Sprintf(`{endpoint=%q,generation="1",variant=%q}`, endpointName, dcVariant))
 }
 
-// load is a closed-loop load generator: each worker sends one invocation
+// closedLoad is a closed-loop load generator: each worker sends one invocation
 // at a time, asking the model which instance answered.
-type load struct {
+type closedLoad struct {
 	stopc chan struct{}
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -559,8 +559,8 @@ type loadResult struct {
 	err        error
 }
 
-func startLoad(url string, workers int) *load {
-	l := &load{stopc: make(chan struct{})}
+func startClosedLoad(url string, workers int) *closedLoad {
+	l := &closedLoad{stopc: make(chan struct{})}
 	client := &http.Client{Timeout: 2 * dcRouteTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	for range workers {
 		l.wg.Add(1)
@@ -582,13 +582,13 @@ func startLoad(url string, workers int) *load {
 	return l
 }
 
-func (l *load) results() []loadResult {
+func (l *closedLoad) results() []loadResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]loadResult(nil), l.rs...)
 }
 
-func (l *load) stop() []loadResult {
+func (l *closedLoad) stop() []loadResult {
 	close(l.stopc)
 	l.wg.Wait()
 	return l.results()
