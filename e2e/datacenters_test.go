@@ -121,7 +121,7 @@ func TestDatacenters(t *testing.T) {
 			byDC[inst[r.instance].dc]++
 		}
 		if failed > 0 {
-			t.Errorf("%d of %d invocations failed", failed, len(rs))
+			t.Errorf("%d of %d invocations failed: %s", failed, len(rs), errorKinds(rs))
 		}
 		ok := len(rs) - failed
 		fair := float64(ok) / dcInstances
@@ -167,7 +167,7 @@ func TestDatacenters(t *testing.T) {
 			}
 		}
 		if len(failed) > 0 {
-			t.Errorf("%d invocations failed during the rolling update; want none", len(failed))
+			t.Errorf("%d invocations failed during the rolling update; want none: %s", len(failed), errorKinds(rs))
 		}
 		// Every instance now runs the new image.
 		now := instances(t, cluster, jobID)
@@ -469,7 +469,7 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	// routing table's timeout (longer than the router takes to drop the
 	// datacenter), so no client can lose a second one.
 	if len(failed) > dcWorkers {
-		t.Errorf("%d invocations failed; want at most the %d that can be in flight", len(failed), dcWorkers)
+		t.Errorf("%d invocations failed; want at most the %d that can be in flight: %s", len(failed), dcWorkers, errorKinds(rs))
 	}
 	for i, r := range failed {
 		if i < 3 {
@@ -576,6 +576,10 @@ func startClosedLoad(url string, workers int) *closedLoad {
 				l.mu.Lock()
 				l.rs = append(l.rs, r)
 				l.mu.Unlock()
+				// Paced, not flat out: the machine is shared, and a few
+				// hundred invocations a second per worker show every
+				// failure as well as thousands.
+				time.Sleep(time.Millisecond)
 			}
 		}()
 	}
@@ -592,6 +596,35 @@ func (l *closedLoad) stop() []loadResult {
 	close(l.stopc)
 	l.wg.Wait()
 	return l.results()
+}
+
+// errorKinds counts failures by error text (first 120 bytes), most
+// frequent first, so a failed run says what went wrong.
+func errorKinds(rs []loadResult) string {
+	n := map[string]int{}
+	for _, r := range rs {
+		if r.err != nil {
+			e := r.err.Error()
+			if len(e) > 120 {
+				e = e[:120]
+			}
+			n[e]++
+		}
+	}
+	kinds := make([]string, 0, len(n))
+	for e := range n {
+		kinds = append(kinds, e)
+	}
+	sort.Slice(kinds, func(i, j int) bool { return n[kinds[i]] > n[kinds[j]] })
+	var b strings.Builder
+	for i, e := range kinds {
+		if i == 5 {
+			fmt.Fprintf(&b, "; …%d more kinds", len(kinds)-5)
+			break
+		}
+		fmt.Fprintf(&b, "; %d× %s", n[e], e)
+	}
+	return strings.TrimPrefix(b.String(), "; ")
 }
 
 func failures(rs []loadResult) []loadResult {

@@ -3,6 +3,7 @@ package testagents
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -49,12 +50,16 @@ func TestCluster(t *testing.T) {
 		return
 	}
 	// The subtest's cleanup has torn the cluster down.
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(b), c.id) {
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), c.id) {
 		t.Errorf("mounts of cluster %s left behind", c.id)
 	}
 	for _, d := range dirs {
 		if _, err := os.Stat(d); err == nil {
 			t.Errorf("%s left behind", d)
+		}
+		if strings.Contains(string(mounts), filepath.Dir(d)) {
+			t.Errorf("mounts under %s left behind", filepath.Dir(d))
 		}
 	}
 	for _, pi := range listProcs() {
