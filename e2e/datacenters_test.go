@@ -253,8 +253,8 @@ func writeDCRoutes(t *testing.T, c *consulapi.Client) {
 	}
 }
 
-// instance is one running model container, keyed by its short container ID
-// (the host name the model server reports).
+// instance is one running model container, keyed by its allocation ID
+// (which the model server reports as instance=<id>).
 type instance struct {
 	dc, allocID, containerID, image string
 	node                            *testagents.ClusterNode
@@ -287,7 +287,7 @@ func instances(t *testing.T, c *testagents.Cluster, jobID string) map[string]ins
 			if ct.Labels["com.hashicorp.nomad.alloc_id"] != a.ID || ct.State != "running" || !strings.Contains(ct.Image, "serai-model-server") {
 				continue
 			}
-			out[ct.ID[:12]] = instance{dc: node.Datacenter, allocID: a.ID, containerID: ct.ID, image: ct.Image, node: node}
+			out[a.ID] = instance{dc: node.Datacenter, allocID: a.ID, containerID: ct.ID, image: ct.Image, node: node}
 			found = true
 		}
 		if !found {
@@ -646,7 +646,6 @@ func invokeInstance(client *http.Client, url string) loadResult {
 	}
 	req.Header.Set("Content-Type", "text/csv")
 	req.Header.Set("Accept", "text/csv")
-	req.Header.Set("X-Amzn-SageMaker-Custom-Attributes", "instance")
 	resp, err := client.Do(req)
 	if err != nil {
 		r.err = err
