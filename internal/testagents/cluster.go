@@ -320,8 +320,20 @@ func (c *Cluster) removeNetwork(t testing.TB) {
 		if err := ip("netns", "del", n.Netns); err != nil && !strings.Contains(err.Error(), "No such file") {
 			t.Errorf("testagents: %v", err)
 		}
+	}
+	// The kernel destroys a deleted namespace's devices (and with them
+	// the host ends of the veths) asynchronously; give it a moment before
+	// deleting a host end by hand.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, n := range c.Nodes {
+		for time.Now().Before(deadline) {
+			if _, err := net.InterfaceByName(n.Link); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		if _, err := net.InterfaceByName(n.Link); err == nil {
-			if err := ip("link", "del", n.Link); err != nil {
+			if err := ip("link", "del", n.Link); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 				t.Errorf("testagents: %v", err)
 			}
 		}
