@@ -473,7 +473,7 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	}
 	for i, r := range failed {
 		if i < 3 {
-			t.Logf("failed invocation sent %v after the cut: %v", r.start.Sub(cut).Round(time.Millisecond), r.err)
+			t.Logf("failed invocation sent at cut%+v: %v", r.start.Sub(cut).Round(time.Millisecond), r.err)
 		}
 	}
 	if perDC[lost] != 0 || perDC["dc1"]+perDC["dc2"] != dcInstances {
