@@ -473,7 +473,11 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	}
 	for i, r := range failed {
 		if i < 3 {
-			t.Logf("failed invocation sent at cut%+v: %v", r.start.Sub(cut).Round(time.Millisecond), r.err)
+			d, sign := r.start.Sub(cut).Round(time.Millisecond), "+"
+			if d < 0 {
+				d, sign = -d, "-"
+			}
+			t.Logf("failed invocation sent at cut%s%v: %v", sign, d, r.err)
 		}
 	}
 	if perDC[lost] != 0 || perDC["dc1"]+perDC["dc2"] != dcInstances {
