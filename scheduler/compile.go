@@ -37,6 +37,7 @@ const (
 	VaultIdentity  = "vault_default"
 	killTimeout    = 30 * time.Second
 	shutdownDelay  = 5 * time.Second
+	lostAfter      = 15 * time.Minute
 	fetchCPU       = 200
 	fetchMemoryMB  = 256
 )
@@ -58,11 +59,18 @@ type Options struct {
 	Priority   int
 }
 
+// DefaultFetchImage is serai's own image as `scripts/images` builds it
+// (images/serai/Dockerfile). Not a ":latest" tag on purpose: Nomad's docker
+// driver pulls ":latest" images even when they are present locally, and a
+// locally built image must run without a registry. Sites that push serai to
+// a registry set Options.FetchImage (`--fetch-image`).
+const DefaultFetchImage = "serai:dev"
+
 // DefaultOptions are used for fields left empty.
 func DefaultOptions() Options {
 	return Options{
 		SeraiBinary: "/usr/local/bin/serai",
-		FetchImage:  "ghcr.io/seraihq/serai:latest",
+		FetchImage:  DefaultFetchImage,
 		RouterURL:   "http://serai-router.service.consul:8081",
 		Priority:    50,
 	}
@@ -255,6 +263,16 @@ func (c *compiler) group(v *jobspec.Variant, dcs []string) (*api.TaskGroup, erro
 			DelayFunction: ptr("exponential"),
 			MaxDelay:      ptr(10 * time.Minute),
 			Unlimited:     ptr(true),
+		},
+		// A datacenter that loses its link keeps serving whoever can still
+		// reach it; Nomad places replacements elsewhere at once and, when
+		// the link comes back within lostAfter, keeps the originals and
+		// stops the replacements, so the spread across datacenters
+		// returns by itself.
+		Disconnect: &api.DisconnectStrategy{
+			LostAfter: ptr(lostAfter),
+			Replace:   ptr(true),
+			Reconcile: ptr(api.ReconcileOptionKeepOriginal),
 		},
 		Update: &api.UpdateStrategy{
 			HealthyDeadline:  ptr(startup),

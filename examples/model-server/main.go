@@ -59,7 +59,7 @@ func run(args []string, stdout io.Writer, log *slog.Logger) error {
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := fs.String("listen", "", "address to listen on (default: $NOMAD_IP_http or all interfaces, port $SAGEMAKER_BIND_TO_PORT or 8080)")
+	listen := fs.String("listen", "", "address to listen on (default: :8080, the container contract; with $SAGEMAKER_BIND_TO_PORT set, $NOMAD_IP_http:$SAGEMAKER_BIND_TO_PORT)")
 	modelDir := fs.String("model-dir", "", "directory holding model.json (default: $SM_MODEL_DIR or /opt/ml/model)")
 	tokenDelay := fs.Duration("token-delay", 0, "text models: pause before each streamed token (default: $TOKEN_DELAY or 0)")
 	if err := fs.Parse(args); err != nil {
@@ -89,7 +89,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
 		}
 		ts := NewTextServer(tm, *tokenDelay, log)
-		ts.Instance = os.Getenv("NOMAD_ALLOC_ID")
+		ts.Instance = instanceName()
 		handler = ts.Handler()
 		desc = []any{"version", tm.Version, "kind", "text", "order", tm.Order, "token_delay", *tokenDelay}
 	} else {
@@ -97,7 +97,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("loading model from %s: %w", *modelDir, err)
 		}
-		handler = NewServer(m, log).Handler()
+		ms := NewServer(m, log)
+		ms.Instance = instanceName()
+		handler = ms.Handler()
 		desc = []any{"version", m.Version, "features", m.Features}
 	}
 	flt, err := faultsFromEnv()
@@ -129,12 +131,29 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	return nil
 }
 
-// defaultListen follows the container contract (port 8080 unless
-// SAGEMAKER_BIND_TO_PORT says otherwise). Under Nomad's exec/raw_exec
-// drivers it binds the address Nomad allocated for the "http" port instead of
-// every interface, which keeps test agents on loopback.
+// defaultListen follows the container contract: every interface, port
+// 8080. Under Nomad's exec/raw_exec drivers (which set
+// SAGEMAKER_BIND_TO_PORT) it binds the port and address Nomad allocated for
+// the "http" port instead, which keeps test agents on loopback. In a
+// container NOMAD_IP_http is the host's address, which the container does
+// not have, so it is ignored there.
 func defaultListen() string {
-	return net.JoinHostPort(os.Getenv("NOMAD_IP_http"), envOr("SAGEMAKER_BIND_TO_PORT", "8080"))
+	port := os.Getenv("SAGEMAKER_BIND_TO_PORT")
+	if port == "" {
+		return ":8080"
+	}
+	return net.JoinHostPort(os.Getenv("NOMAD_IP_http"), port)
+}
+
+// instanceName is what the server answers as instance=<name>: Nomad's
+// allocation ID (set for every driver, containers included), else the host
+// name (in a container, its short ID).
+func instanceName() string {
+	if id := os.Getenv("NOMAD_ALLOC_ID"); id != "" {
+		return id
+	}
+	h, _ := os.Hostname()
+	return h
 }
 
 func envOr(name, def string) string {

@@ -25,7 +25,16 @@ const VersionHeader = "X-Model-Version"
 type Server struct {
 	model *Model // nil: not loaded, /ping fails
 	log   *slog.Logger
+	// Instance, when set, is answered in X-Amzn-SageMaker-Custom-Attributes
+	// as instance=<Instance> (as the text server does), which SageMaker and
+	// serai's router return to the caller: tests see which instance
+	// answered.
+	Instance string
 }
+
+// customAttrsHeader is SageMaker's opaque header, passed from the caller to
+// the model and from the model back to the caller.
+const customAttrsHeader = "X-Amzn-SageMaker-Custom-Attributes"
 
 // NewServer serves m; m may be nil for a server that is up but not ready.
 func NewServer(m *Model, log *slog.Logger) *Server {
@@ -110,6 +119,9 @@ func (s *Server) invocations(w http.ResponseWriter, r *http.Request) {
 	}
 
 	w.Header().Set(VersionHeader, m.Version)
+	if s.Instance != "" {
+		w.Header().Set(customAttrsHeader, "instance="+s.Instance)
+	}
 	if wantsCSV(r.Header.Get("Accept"), ctype) {
 		w.Header().Set("Content-Type", "text/csv")
 		var b bytes.Buffer

@@ -167,6 +167,12 @@ func TestDefaultListen(t *testing.T) {
 	if got := defaultListen(); got != ":8080" {
 		t.Errorf("defaultListen() = %q, want :8080", got)
 	}
+	// In a container Nomad sets NOMAD_IP_http to the host's address, which
+	// the container does not have: the contract's :8080 wins.
+	t.Setenv("NOMAD_IP_http", "10.0.0.7")
+	if got := defaultListen(); got != ":8080" {
+		t.Errorf("in a container: defaultListen() = %q, want :8080", got)
+	}
 	t.Setenv("SAGEMAKER_BIND_TO_PORT", "9001")
 	t.Setenv("NOMAD_IP_http", "127.0.0.1")
 	if got := defaultListen(); got != "127.0.0.1:9001" {
@@ -334,5 +340,25 @@ func TestFaultInjection(t *testing.T) {
 	t.Setenv("MODEL_SERVER_ERROR_EVERY", "0")
 	if _, err := faultsFromEnv(); err == nil {
 		t.Error("0 accepted")
+	}
+}
+
+func TestInstanceAttribute(t *testing.T) {
+	s := NewServer(trainIris(t, "v2", "all"), quietLog())
+	s.Instance = "c0ffee"
+	for _, tc := range []struct{ attrs, want string }{
+		{"", "instance=c0ffee"},
+		{"trace=1", "instance=c0ffee"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/invocations", strings.NewReader("5.1,3.5,1.4,0.2\n"))
+		req.Header.Set("Content-Type", "text/csv")
+		if tc.attrs != "" {
+			req.Header.Set("X-Amzn-SageMaker-Custom-Attributes", tc.attrs)
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if got := rec.Header().Get("X-Amzn-SageMaker-Custom-Attributes"); rec.Code != http.StatusOK || got != tc.want {
+			t.Errorf("attributes %q: status %d, answer attributes %q, want %q", tc.attrs, rec.Code, got, tc.want)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -64,13 +65,27 @@ type Server struct {
 // when the test ends.
 func New(t testing.TB, accessKey, secretKey string) *Server {
 	t.Helper()
+	return NewAt(t, "127.0.0.1", accessKey, secretKey)
+}
+
+// NewAt is New listening on host, an address of this machine (e.g. a test
+// cluster's bridge address, which its network namespaces can reach).
+func NewAt(t testing.TB, host, accessKey, secretKey string) *Server {
+	t.Helper()
 	backend := s3mem.New()
 	faker := gofakes3.New(backend, gofakes3.WithAutoBucket(false))
 	s := &Server{Region: "us-east-1", Backend: backend, keys: map[string]string{accessKey: secretKey}}
 	inner := faker.Server()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.serve(inner, w, r)
 	}))
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("s3test: listen on %s: %v", host, err)
+	}
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
 	t.Cleanup(srv.Close)
 	s.URL = srv.URL
 	return s

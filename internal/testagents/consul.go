@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -60,9 +61,18 @@ func StartConsulWith(t testing.TB, opts ConsulOptions) *Consul {
 	if addr := os.Getenv("CONSUL_HTTP_ADDR"); addr != "" {
 		return reuseConsul(t, addr)
 	}
+	return startConsul(t, "127.0.0.1", opts)
+}
+
+const consulMissing = "consul not on PATH: run .ci/run, which builds Consul v1.14.4 from the Go module proxy into ~/.cache/serai/bin"
+
+// startConsul starts a dev agent (a server) bound to host, an address of
+// this machine; its HTTP API also listens on 127.0.0.1.
+func startConsul(t testing.TB, host string, opts ConsulOptions) *Consul {
+	t.Helper()
 	bin, _, ok := lookBinary("consul")
 	if !ok {
-		t.Skip("consul not on PATH: run .ci/run, which builds Consul v1.14.4 from the Go module proxy into ~/.cache/serai/bin")
+		t.Skip(consulMissing)
 	}
 
 	ports, err := freePorts(5)
@@ -72,12 +82,16 @@ func StartConsulWith(t testing.TB, opts ConsulOptions) *Consul {
 	httpPort, serverPort, serfLAN, serfWAN, grpcPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	dir := newProcessDir(t, "consul")
 	node := "serai-test-" + strconv.Itoa(httpPort)
+	clientAddr := "127.0.0.1"
+	if host != "127.0.0.1" {
+		clientAddr += " " + host
+	}
 	cfg := map[string]any{
 		"node_name":                   node,
-		"bind_addr":                   "127.0.0.1",
-		"client_addr":                 "127.0.0.1",
-		"advertise_addr":              "127.0.0.1",
-		"advertise_addr_wan":          "127.0.0.1",
+		"bind_addr":                   host,
+		"client_addr":                 clientAddr,
+		"advertise_addr":              host,
+		"advertise_addr_wan":          host,
 		"disable_update_check":        true,
 		"disable_anonymous_signature": true,
 		"log_level":                   "INFO",
@@ -107,7 +121,7 @@ func StartConsulWith(t testing.TB, opts ConsulOptions) *Consul {
 	t.Cleanup(func() { p.stop(t) })
 
 	c := &Consul{
-		Addr:     "127.0.0.1:" + strconv.Itoa(httpPort),
+		Addr:     net.JoinHostPort(host, strconv.Itoa(httpPort)),
 		NodeName: node,
 		LogPath:  p.logPath,
 		proc:     p,

@@ -317,22 +317,34 @@ func (n *Nomad) drain(t testing.TB) {
 		t.Errorf("testagents: nomad exited before cleanup: %v", n.proc.waitErr)
 		return
 	}
+	nodes := map[string]string{}
+	if n.NodeID != "" {
+		nodes[n.NodeID] = n.DataDir
+	}
+	drainNomad(t, n.Client, n.proc, nodes)
+}
+
+// drainNomad purges every job of the cluster cl talks to, waits until no
+// allocation runs, then garbage-collects each client node (nodeID → its
+// data dir) and waits for its allocation directories to go.
+func drainNomad(t testing.TB, cl *nomadapi.Client, server *process, nodes map[string]string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), nomadDrainTimeout)
 	defer cancel()
 	all := &nomadapi.QueryOptions{Namespace: "*"}
-	jobs, _, err := n.Client.Jobs().List(all.WithContext(ctx))
+	jobs, _, err := cl.Jobs().List(all.WithContext(ctx))
 	if err != nil {
 		t.Errorf("testagents: listing nomad jobs for cleanup: %v", err)
 		return
 	}
 	for _, j := range jobs {
 		w := (&nomadapi.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
-		if _, _, err := n.Client.Jobs().DeregisterOpts(j.ID, &nomadapi.DeregisterOptions{Purge: true}, w); err != nil {
+		if _, _, err := cl.Jobs().DeregisterOpts(j.ID, &nomadapi.DeregisterOptions{Purge: true}, w); err != nil {
 			t.Errorf("testagents: purging nomad job %s: %v", j.ID, err)
 		}
 	}
-	err = waitFor(ctx, n.proc, "nomad allocations to stop", func(ctx context.Context) error {
-		allocs, _, err := n.Client.Allocations().List(all.WithContext(ctx))
+	err = waitFor(ctx, server, "nomad allocations to stop", func(ctx context.Context) error {
+		allocs, _, err := cl.Allocations().List(all.WithContext(ctx))
 		if err != nil {
 			return err
 		}
@@ -353,23 +365,22 @@ func (n *Nomad) drain(t testing.TB) {
 		t.Errorf("testagents: %v", err)
 		return
 	}
-	if n.NodeID == "" {
-		return
-	}
-	// The endpoint answers with an empty body, which the API client reports
-	// as io.EOF after the collection has happened.
-	if err := n.Client.Nodes().GC(n.NodeID, (&nomadapi.QueryOptions{}).WithContext(ctx)); err != nil && !errors.Is(err, io.EOF) {
-		t.Logf("testagents: nomad client GC: %v", err)
-		return
-	}
-	// Client GC destroys allocation runners asynchronously; their
-	// directories (and mounts) disappear last.
-	allocRoot := filepath.Join(n.DataDir, "alloc")
-	_ = waitFor(ctx, n.proc, "allocation directories to be removed", func(context.Context) error {
-		ents, err := os.ReadDir(allocRoot)
-		if err != nil || len(ents) == 0 {
-			return nil
+	for id, dataDir := range nodes {
+		// The endpoint answers with an empty body, which the API client
+		// reports as io.EOF after the collection has happened.
+		if err := cl.Nodes().GC(id, (&nomadapi.QueryOptions{}).WithContext(ctx)); err != nil && !errors.Is(err, io.EOF) {
+			t.Logf("testagents: nomad client GC of node %s: %v", id, err)
+			continue
 		}
-		return fmt.Errorf("%d left", len(ents))
-	})
+		// Client GC destroys allocation runners asynchronously; their
+		// directories (and mounts) disappear last.
+		allocRoot := filepath.Join(dataDir, "alloc")
+		_ = waitFor(ctx, server, "allocation directories to be removed", func(context.Context) error {
+			ents, err := os.ReadDir(allocRoot)
+			if err != nil || len(ents) == 0 {
+				return nil
+			}
+			return fmt.Errorf("%d left", len(ents))
+		})
+	}
 }

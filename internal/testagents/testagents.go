@@ -14,6 +14,14 @@
 // loopback. Every agent's output goes to a log file that is printed only when
 // the test failed.
 //
+// StartCluster builds more than one host on the machine: a Consul and a
+// Nomad server (and optionally OpenBao) on a bridge the test creates, and
+// per datacenter a network namespace with its own address, Consul client
+// agent, Nomad client and optionally its own Docker daemon (cluster.go,
+// docker.go). The namespaces have no route off the bridge, so that traffic
+// too stays on the machine; namespaces, veths, bridge, mounts, containers
+// and processes are all removed and checked gone by the cleanup.
+//
 // Typical use, each agent cleaned up by the test that started it:
 //
 //	c := testagents.StartConsul(t)

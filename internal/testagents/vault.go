@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"testing"
@@ -47,6 +48,13 @@ func StartVault(t testing.TB) *Vault {
 	if addr := os.Getenv("VAULT_ADDR"); addr != "" {
 		return reuseVault(t, addr)
 	}
+	return startVault(t, "127.0.0.1")
+}
+
+// startVault starts a dev server listening on host (an address of this
+// machine: loopback, or a cluster's bridge address).
+func startVault(t testing.TB, host string) *Vault {
+	t.Helper()
 	bin, name, ok := lookBinary("vault", "bao")
 	if !ok {
 		t.Skip("neither vault nor bao on PATH: Vault does not build from the Go module proxy; build OpenBao (github.com/openbao/openbao, MPL, same HTTP API) from its repository into ~/.cache/serai/bin")
@@ -57,7 +65,7 @@ func StartVault(t testing.TB) *Vault {
 		t.Fatalf("testagents: %v", err)
 	}
 	dir := newProcessDir(t, name)
-	listen := "127.0.0.1:" + strconv.Itoa(port)
+	listen := net.JoinHostPort(host, strconv.Itoa(port))
 	args := []string{
 		"server", "-dev",
 		"-dev-root-token-id=" + devRootToken,
