@@ -217,6 +217,7 @@ type loadLoop struct {
 	stopc         chan struct{}
 	wg            sync.WaitGroup
 	total, failed atomic.Int64
+	rate          atomic.Int64
 	mu            sync.Mutex
 	firstErrs     []string
 }
@@ -261,4 +262,102 @@ func (l *loadLoop) errs() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.firstErrs...)
+}
+
+// startRateLoad invokes the endpoint at a fixed rate (requests per second),
+// spreading requests over urls in turn (e.g. one per router), each request
+// in its own goroutine so a slow answer does not lower the rate. setRate
+// changes the rate while it runs.
+func startRateLoad(urls []string, perSec int) *loadLoop {
+	l := &loadLoop{stopc: make(chan struct{})}
+	l.rate.Store(int64(perSec))
+	client := &http.Client{Timeout: 30 * time.Second}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		next := time.Now()
+		for i := 0; ; i++ {
+			r := l.rate.Load()
+			if r <= 0 {
+				r = 1
+			}
+			next = next.Add(time.Second / time.Duration(r))
+			select {
+			case <-l.stopc:
+				return
+			case <-time.After(time.Until(next)):
+			}
+			url := urls[i%len(urls)]
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				l.record(invokeOnce(client, url).err)
+			}()
+		}
+	}()
+	return l
+}
+
+func (l *loadLoop) setRate(perSec int) { l.rate.Store(int64(perSec)) }
+
+func (l *loadLoop) record(err error) {
+	l.total.Add(1)
+	if err != nil {
+		l.failed.Add(1)
+		l.mu.Lock()
+		if len(l.firstErrs) < 5 {
+			l.firstErrs = append(l.firstErrs, err.Error())
+		}
+		l.mu.Unlock()
+	}
+}
+
+// startDaemon starts cmd with its output in logPath, waits until readyURL
+// answers 200, and interrupts it (killing it after 15s) when the test ends;
+// the log's tail is printed when the test failed.
+func startDaemon(t *testing.T, name, logPath string, cmd *exec.Cmd, readyURL string) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("%s did not stop within 15s of SIGINT", name)
+		}
+		logf.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(logPath); err == nil {
+				t.Logf("%s log (last 8 KB):\n%s", name, tail(b, 8<<10))
+			}
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("%s exited at start:\n%s", name, tail(b, 4<<10))
+		default:
+		}
+		if resp, err := http.Get(readyURL); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer %s within 30s", name, readyURL)
 }
