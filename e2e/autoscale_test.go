@@ -167,6 +167,25 @@ func TestAutoscaling(t *testing.T) {
 		t.Errorf("count left min..max: saw %d..%d, want within %d..%d", w.min, w.max, asMin, asMax)
 	}
 	checkCooldowns(t, nomad.Client, jobID, "v1")
+
+	// `serai endpoint describe` shows the policy and the autoscaler's
+	// events next to the variant's counts.
+	show := exec.CommandContext(ctx, serai, "endpoint", "describe", endpointName)
+	show.Env = append(os.Environ(), "SERAI_ADDR="+srv.url)
+	b, err := show.CombinedOutput()
+	if err != nil {
+		t.Fatalf("serai endpoint describe: %v\n%s", err, b)
+	}
+	t.Logf("serai endpoint describe %s:\n%s", endpointName, b)
+	for _, want := range []string{
+		fmt.Sprintf("variant v1           %d/%d healthy", asMin, asMin),
+		fmt.Sprintf("autoscaling %d..%d instances, target %d invocations/instance/min, cooldown out %s in %s, every %s", asMin, asMax, asTarget, asOutCool, asInCool, asEvalEach),
+		fmt.Sprintf("scaled %d → %d by nomad-autoscaler", 2, asMin),
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("serai endpoint describe lacks %q", want)
+		}
+	}
 }
 
 func asSpec(storeURL, modelServer, sum string) string {
