@@ -24,7 +24,6 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/seraihq/serai/contract"
-	"github.com/seraihq/serai/internal/s3test"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
 )
@@ -62,25 +61,13 @@ func TestAutoscaling(t *testing.T) {
 	if err != nil {
 		t.Skip("nomad-autoscaler not on PATH (source scripts/agents, which puts ~/.cache/serai/bin on PATH)")
 	}
-	consul := testagents.StartConsul(t)
-	vault := testagents.StartVault(t)
-	nomad := testagents.StartNomad(t, testagents.NomadOptions{Consul: consul, Vault: vault})
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	serai := buildBinary(t, dir, "serai", "../cmd/serai")
-	modelServer := buildBinary(t, dir, "model-server", "../examples/model-server")
-	store := s3test.New(t, accessKey, secretKey)
-	store.Bucket(t, bucket)
+	st := newStack(t, ctx)
+	consul, nomad, dir, serai := st.consul, st.nomad, st.dir, st.serai
 	out := filepath.Join(dir, "train-v1")
-	runCmd(t, modelServer, "train", "--version", "v1", "--features", "sepal", "--data", "../examples/data/iris.csv", "--out", out)
-	sum := uploadArtifact(t, ctx, store, filepath.Join(out, "model.tar.gz"), "iris/v1/model.tar.gz")
-	if _, err := vault.Client.KVv2("secret").Put(ctx, "serai/stores/"+storeName, map[string]any{
-		"access_key_id": accessKey, "secret_access_key": secretKey,
-	}); err != nil {
-		t.Fatalf("write store credentials: %v", err)
-	}
+	runCmd(t, st.modelServer, "train", "--version", "v1", "--features", "sepal", "--data", "../examples/data/iris.csv", "--out", out)
+	sum := uploadArtifact(t, ctx, st.store, filepath.Join(out, "model.tar.gz"), "iris/v1/model.tar.gz")
 
 	routers := []string{testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)}
 	var urls []string
@@ -90,11 +77,11 @@ func TestAutoscaling(t *testing.T) {
 	}
 	promAddr := startPrometheus(t, prom, dir, consul.Client)
 	startAutoscaler(t, autoscaler, dir, nomad.Addr, "http://"+promAddr)
-	srv := startServer(t, serai, "a", dir, consul, vault, nomad)
+	srv := startServer(t, serai, "a", dir, consul, st.vault, nomad)
 	sm := sageMakerClient(srv.url)
 
 	spec := filepath.Join(dir, "autoscale.hcl")
-	if err := os.WriteFile(spec, []byte(asSpec(store.URL, modelServer, sum)), 0o644); err != nil {
+	if err := os.WriteFile(spec, []byte(asSpec(st.store.URL, st.modelServer, sum)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, serai, "apply", spec)
