@@ -37,13 +37,26 @@ type Scaling struct {
 }
 
 // Query is the PromQL the check runs: invocations per minute over the last
-// minute divided by the instances that are healthy in Consul, so the
-// target-value strategy's ratio (metric / target) scales the count directly.
-// clamp_min keeps a variant with no healthy instance from dividing by zero.
+// minute, summed over every router (each router counts only the requests it
+// routed), divided by the instances healthy in Consul as one router sees
+// them. Every router reports the same healthy-instance count, so the gauge
+// is taken with max() across routers, never summed: summing would multiply
+// the divisor by the number of routers and halve the measured load with each
+// router added. max() also ignores a router whose view still lags behind.
+// The target-value strategy's ratio (metric / target) then scales the count
+// directly.
+//
+// When no router has counted an invocation for the variant yet, the rate is
+// taken as 0 as long as some router reports the variant (so an idle variant
+// scales in); when no router reports it at all (Prometheus cannot scrape any
+// router) the query returns no sample and the autoscaler takes no action,
+// rather than reading lost metrics as no load. clamp_min keeps a variant with
+// no healthy instance from dividing by zero.
 func (s Scaling) Query() string {
 	sel := fmt.Sprintf(`{endpoint=%q,variant=%q,generation="%d"}`, s.Endpoint, s.Variant, s.Generation)
-	return fmt.Sprintf(`sum(rate(%s%s[1m])) * 60 / clamp_min(sum(%s%s), 1)`,
-		MetricInvocations, sel, MetricHealthyInstances, sel)
+	healthy := fmt.Sprintf(`max(%s%s)`, MetricHealthyInstances, sel)
+	return fmt.Sprintf(`(sum(rate(%s%s[1m])) or (%s * 0)) * 60 / clamp_min(%s, 1)`,
+		MetricInvocations, sel, healthy, healthy)
 }
 
 // NomadPolicy returns the task group scaling block's `policy` as Nomad

@@ -359,7 +359,7 @@ func endpointCommand() *cli.Command {
 				},
 			},
 			{
-				Name: "describe", Usage: "DescribeEndpoint: status, traffic split, per-variant healthy/desired instances", ArgsUsage: "NAME", Flags: apiFlags(),
+				Name: "describe", Usage: "DescribeEndpoint: status, traffic split, per-variant healthy/desired instances, autoscaling policy and last scaling events", ArgsUsage: "NAME", Flags: apiFlags(),
 				Action: action(func(s *session) error {
 					name, err := nameArg(s.c)
 					if err != nil {
@@ -373,7 +373,7 @@ func endpointCommand() *cli.Command {
 						return s.printJSON(d)
 					}
 					w := s.c.App.Writer
-					fmt.Fprintf(w, "%s  %s\ncreated %s, modified %s\n%s\n", d.EndpointName, d.EndpointArn, when(d.CreationTime), when(d.LastModifiedTime), apply.Render(d))
+					fmt.Fprintf(w, "%s  %s\ncreated %s, modified %s\n%s\n", d.EndpointName, d.EndpointArn, when(d.CreationTime), when(d.LastModifiedTime), apply.RenderDetail(d))
 					if d.Serai != nil && len(d.Serai.StatusHistory) > 0 {
 						fmt.Fprintln(w, "history:")
 						for _, h := range d.Serai.StatusHistory {

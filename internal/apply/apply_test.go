@@ -286,3 +286,30 @@ func TestWaitRidesOutTransientErrors(t *testing.T) {
 		t.Fatalf("long outage: %v", err)
 	}
 }
+
+func TestRenderDetailScaling(t *testing.T) {
+	three := 3
+	d := &smapi.DescribeEndpointOutput{
+		EndpointName: "ep", EndpointStatus: smapi.StatusInService, EndpointConfigName: "c1",
+		ProductionVariants: []smapi.ProductionVariantSummary{
+			{VariantName: "v1", CurrentWeight: 1, DesiredWeight: 1, CurrentInstanceCount: 3, DesiredInstanceCount: 3},
+		},
+		Serai: &smapi.EndpointStatusExtension{Scaling: []smapi.VariantScaling{{
+			VariantName: "v1", Generation: 1,
+			Policy: &smapi.Autoscaling{MinCapacity: 1, MaxCapacity: 4, TargetInvocationsPerInstance: 600, ScaleOutCooldown: "20s"},
+			Events: []smapi.ScalingEvent{{Time: smapi.NewTime(time.Date(2026, 11, 30, 22, 38, 35, 0, time.UTC)), PreviousCount: 1, Count: &three, Source: "nomad-autoscaler", Message: "scaling up because factor is 2.5"}},
+		}}},
+	}
+	got := RenderDetail(d)
+	for _, want := range []string{
+		"variant v1           3/3 healthy  weight 1 (100%)\n    autoscaling 1..4 instances, target 600 invocations/instance/min, cooldown out 20s in 300s, every 1m",
+		"\n    2026-11-30T22:38:35Z  scaled 1 → 3 by nomad-autoscaler: scaling up because factor is 2.5",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("render lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(Render(d), "autoscaling") {
+		t.Errorf("Render (apply progress) shows scaling detail:\n%s", Render(d))
+	}
+}

@@ -186,7 +186,13 @@ func reached(d *smapi.DescribeEndpointOutput, goal Goal) (bool, error) {
 // Render is a person's view of an endpoint: status and config, traffic
 // split between generations, and per variant its status, healthy/desired
 // instances and share of the generation's traffic.
-func Render(d *smapi.DescribeEndpointOutput) string {
+func Render(d *smapi.DescribeEndpointOutput) string { return render(d, false) }
+
+// RenderDetail is Render with, under each live variant, its autoscaling
+// policy and last scaling events (`serai endpoint describe`).
+func RenderDetail(d *smapi.DescribeEndpointOutput) string { return render(d, true) }
+
+func render(d *smapi.DescribeEndpointOutput, detail bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  endpoint_config %q", d.EndpointStatus, d.EndpointConfigName)
 	if p := d.PendingDeploymentSummary; p != nil {
@@ -213,6 +219,9 @@ func Render(d *smapi.DescribeEndpointOutput) string {
 			fmt.Fprintf(&b, " → %g", v.DesiredWeight)
 		}
 		writeVariantStatus(&b, v.VariantStatus)
+		if detail {
+			writeScaling(&b, d, v.VariantName)
+		}
 	}
 	for _, v := range d.ShadowProductionVariants {
 		fmt.Fprintf(&b, "\n  shadow  %-12s %d/%d healthy", v.VariantName, v.CurrentInstanceCount, v.DesiredInstanceCount)
@@ -248,4 +257,45 @@ func percent(w, total float64) string {
 		return "0%"
 	}
 	return fmt.Sprintf("%.0f%%", 100*w/total)
+}
+
+// writeScaling writes a variant's autoscaling policy and last scaling
+// events, as DescribeEndpoint's Serai extension reports them.
+func writeScaling(b *strings.Builder, d *smapi.DescribeEndpointOutput, variant string) {
+	if d.Serai == nil {
+		return
+	}
+	for _, vs := range d.Serai.Scaling {
+		if vs.VariantName != variant {
+			continue
+		}
+		if p := vs.Policy; p != nil {
+			fmt.Fprintf(b, "\n    autoscaling %d..%d instances, target %g invocations/instance/min", p.MinCapacity, p.MaxCapacity, p.TargetInvocationsPerInstance)
+			fmt.Fprintf(b, ", cooldown out %s in %s, every %s", orDefault(p.ScaleOutCooldown, "300s"), orDefault(p.ScaleInCooldown, "300s"), orDefault(p.EvaluationInterval, "1m"))
+		}
+		for _, e := range vs.Events {
+			fmt.Fprintf(b, "\n    %s  ", e.Time.UTC().Format(time.RFC3339))
+			switch {
+			case e.Error:
+				b.WriteString("scaling error")
+			case e.Count != nil:
+				fmt.Fprintf(b, "scaled %d → %d", e.PreviousCount, *e.Count)
+			default:
+				fmt.Fprintf(b, "at %d", e.PreviousCount)
+			}
+			if e.Source != "" {
+				fmt.Fprintf(b, " by %s", e.Source)
+			}
+			if e.Message != "" {
+				fmt.Fprintf(b, ": %s", e.Message)
+			}
+		}
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

@@ -61,6 +61,8 @@ type VariantObservation struct {
 	Desired int
 	// Image is the image the tasks run ("" for commands).
 	Image string
+	// ScalingEvents are the group's last scaling events, oldest first.
+	ScalingEvents []smapi.ScalingEvent
 }
 
 // Config wires a Handler.

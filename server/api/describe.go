@@ -130,6 +130,9 @@ func (h *Handler) describeEndpoint(ctx context.Context, in *smapi.DescribeEndpoi
 				s.DeployedImages = deployed(image(v.ModelName), o.Image, ep.LastModifiedTime)
 			}
 			out.ProductionVariants = append(out.ProductionVariants, s)
+			if vs := variantScaling(gen, v, obs); vs != nil {
+				out.Serai.Scaling = append(out.Serai.Scaling, *vs)
+			}
 		}
 		for _, v := range c.Spec.ShadowProductionVariants {
 			s := smapi.ProductionVariantSummary{
@@ -256,4 +259,20 @@ func deployed(specified, resolved string, when time.Time) []smapi.DeployedImage 
 		return nil
 	}
 	return []smapi.DeployedImage{{SpecifiedImage: specified, ResolvedImage: resolved, ResolutionTime: smapi.NewTime(when)}}
+}
+
+// variantScaling is a live variant's autoscaling policy (from its config)
+// and last scaling events (from the Observer); nil when it has neither.
+func variantScaling(gen int, v smapi.ProductionVariant, obs map[GV]VariantObservation) *smapi.VariantScaling {
+	vs := smapi.VariantScaling{VariantName: v.VariantName, Generation: gen}
+	if v.Serai != nil {
+		vs.Policy = v.Serai.Autoscaling
+	}
+	if o, ok := obs[GV{gen, v.VariantName}]; ok && gen > 0 {
+		vs.Events = o.ScalingEvents
+	}
+	if vs.Policy == nil && len(vs.Events) == 0 {
+		return nil
+	}
+	return &vs
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/seraihq/serai/scheduler"
 	"github.com/seraihq/serai/server/reconcile"
 	"github.com/seraihq/serai/server/records"
+	"github.com/seraihq/serai/server/smapi"
 )
 
 var (
@@ -222,6 +223,69 @@ func (n *Nomad) Desired(ctx context.Context, jobID string) (map[string]int, erro
 		return nil, err
 	}
 	return h.Desired, nil
+}
+
+// MaxScalingEvents is how many of a group's scaling events Observe keeps.
+const MaxScalingEvents = 5
+
+// ScalingEvents returns each group's last scaling events (at most
+// MaxScalingEvents, oldest first) from Nomad's job scale status, where the
+// Nomad Autoscaler's actions and errors and serai's own scale requests are
+// recorded. A missing job has none.
+func (n *Nomad) ScalingEvents(ctx context.Context, jobID string) (map[string][]smapi.ScalingEvent, error) {
+	st, _, err := n.Client.Jobs().ScaleStatus(jobID, (&nomadapi.QueryOptions{}).WithContext(ctx))
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nomad scale status of %s: %w", jobID, err)
+	}
+	out := map[string][]smapi.ScalingEvent{}
+	for group, g := range st.TaskGroups {
+		out[group] = ScalingEventsOf(g.Events, MaxScalingEvents)
+	}
+	return out, nil
+}
+
+// ScalingEventsOf converts Nomad's scaling events to the API's, keeping the
+// newest max, oldest first.
+func ScalingEventsOf(events []nomadapi.ScalingEvent, max int) []smapi.ScalingEvent {
+	ev := append([]nomadapi.ScalingEvent(nil), events...)
+	sort.SliceStable(ev, func(i, j int) bool { return ev[i].Time < ev[j].Time })
+	if len(ev) > max {
+		ev = ev[len(ev)-max:]
+	}
+	var out []smapi.ScalingEvent
+	for _, e := range ev {
+		se := smapi.ScalingEvent{
+			Time:          smapi.NewTime(time.Unix(0, int64(e.Time))),
+			PreviousCount: int(e.PreviousCount),
+			Message:       e.Message,
+			Error:         e.Error,
+			Source:        scalingSource(e),
+		}
+		if e.Count != nil {
+			c := int(*e.Count)
+			se.Count = &c
+		}
+		out = append(out, se)
+	}
+	return out
+}
+
+// scalingSource tells who asked for a scaling event: serai marks its own
+// requests with meta source=serai; the autoscaler's meta keys start with
+// nomad_autoscaler or name its policy.
+func scalingSource(e nomadapi.ScalingEvent) string {
+	if s, ok := e.Meta["source"].(string); ok {
+		return s
+	}
+	for k := range e.Meta {
+		if strings.HasPrefix(k, "nomad_autoscaler") || k == "nomad_policy_id" {
+			return "nomad-autoscaler"
+		}
+	}
+	return ""
 }
 
 // Consul reads instances and writes routing tables.

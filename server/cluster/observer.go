@@ -12,7 +12,8 @@ import (
 var _ api.Observer = (*Observer)(nil)
 
 // Observer gives DescribeEndpoint its live counts: passing instances from
-// Consul, desired counts from each generation's Nomad job.
+// Consul, desired counts and the last scaling events from each
+// generation's Nomad job.
 type Observer struct {
 	Nomad  *Nomad
 	Consul *Consul
@@ -35,11 +36,16 @@ func (o *Observer) Observe(ctx context.Context, endpoint string) (api.Observatio
 		if err != nil {
 			return out, err
 		}
+		events, err := o.Nomad.ScalingEvents(ctx, id)
+		if err != nil {
+			return out, err
+		}
 		for group, n := range desired {
 			variant := strings.TrimPrefix(group, scheduler.ShadowPrefix)
 			gv := api.GV{Generation: gen, Variant: variant}
 			v := out.Variants[gv]
 			v.Desired = n
+			v.ScalingEvents = events[group]
 			out.Variants[gv] = v
 		}
 	}

@@ -376,6 +376,34 @@ type EndpointStatusExtension struct {
 	// StatusHistory is the sequence of statuses with times, newest last.
 	StatusHistory []StatusChange `json:"StatusHistory,omitempty"`
 	AutoRollback  *AutoRollback  `json:"AutoRollback,omitempty"`
+	// Scaling is, per live variant with autoscaling or a scaling record,
+	// its policy and its last scaling events.
+	Scaling []VariantScaling `json:"Scaling,omitempty"`
+}
+
+// VariantScaling is one variant's autoscaling: the policy its config asks
+// for and the last changes of its instance count as Nomad recorded them
+// (the Nomad Autoscaler's actions and errors, serai's own scale requests).
+type VariantScaling struct {
+	VariantName string         `json:"VariantName"`
+	Generation  int            `json:"Generation"`
+	Policy      *Autoscaling   `json:"Policy,omitempty"`
+	Events      []ScalingEvent `json:"Events,omitempty"`
+}
+
+// ScalingEvent is one entry of Nomad's scaling record of a task group,
+// oldest first.
+type ScalingEvent struct {
+	Time          Time `json:"Time"`
+	PreviousCount int  `json:"PreviousCount"`
+	// Count is the new count; nil for an event that changed none (an
+	// autoscaler error or a skipped action).
+	Count   *int   `json:"Count,omitempty"`
+	Message string `json:"Message,omitempty"`
+	Error   bool   `json:"Error,omitempty"`
+	// Source is who asked: the Nomad Autoscaler ("nomad-autoscaler"),
+	// serai ("serai"), or "" when the event does not say.
+	Source string `json:"Source,omitempty"`
 }
 
 // GenerationSummary is one live generation.
