@@ -14,6 +14,8 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/seraihq/serai/internal/devstack"
 )
 
 // consulReadyTimeout is generous because tests run on small machines next to
@@ -82,31 +84,14 @@ func startConsul(t testing.TB, host string, opts ConsulOptions) *Consul {
 	httpPort, serverPort, serfLAN, serfWAN, grpcPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	dir := newProcessDir(t, "consul")
 	node := "serai-test-" + strconv.Itoa(httpPort)
-	clientAddr := "127.0.0.1"
+	cfg := devstack.ConsulConfig(node, devstack.ConsulPorts{
+		HTTP: httpPort, Server: serverPort, SerfLAN: serfLAN, SerfWAN: serfWAN, GRPC: grpcPort,
+	})
 	if host != "127.0.0.1" {
-		clientAddr += " " + host
-	}
-	cfg := map[string]any{
-		"node_name":                   node,
-		"bind_addr":                   host,
-		"client_addr":                 clientAddr,
-		"advertise_addr":              host,
-		"advertise_addr_wan":          host,
-		"disable_update_check":        true,
-		"disable_anonymous_signature": true,
-		"log_level":                   "INFO",
-		"ports": map[string]int{
-			"http":     httpPort,
-			"https":    -1,
-			"dns":      -1,
-			"server":   serverPort,
-			"serf_lan": serfLAN,
-			"serf_wan": serfWAN,
-			// gRPC only serves Connect/Envoy, which serai does not use, but
-			// dev mode would otherwise claim the fixed port 8502.
-			"grpc":     grpcPort,
-			"grpc_tls": -1,
-		},
+		// Another address of this machine (a test's network namespace
+		// host); the HTTP API stays on loopback too.
+		cfg["bind_addr"], cfg["advertise_addr"], cfg["advertise_addr_wan"] = host, host, host
+		cfg["client_addr"] = "127.0.0.1 " + host
 	}
 	if opts.HTTPMaxConnsPerClient > 0 {
 		cfg["limits"] = map[string]any{"http_max_conns_per_client": opts.HTTPMaxConnsPerClient}

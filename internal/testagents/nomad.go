@@ -14,6 +14,8 @@ import (
 
 	nomadapi "github.com/hashicorp/nomad/api"
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/seraihq/serai/internal/devstack"
 )
 
 const (
@@ -26,10 +28,10 @@ const (
 
 	// JWTAuthPath is where StartNomad mounts Vault's JWT auth method for
 	// Nomad workload identities (docs/contracts.md).
-	JWTAuthPath = "jwt-nomad"
+	JWTAuthPath = devstack.JWTAuthPath
 	// WorkloadIdentityAudience is the audience of the default Vault
 	// workload identity Nomad agents started here sign.
-	WorkloadIdentityAudience = "vault.io"
+	WorkloadIdentityAudience = devstack.WorkloadIdentityAudience
 )
 
 // NomadOptions wires a Nomad agent to other agents.
@@ -137,85 +139,19 @@ func reuseNomad(t testing.TB, addr string, opts NomadOptions) *Nomad {
 	return n
 }
 
-// nomadConfig renders the agent configuration. It is HCL rather than JSON
-// because plugin blocks are only documented in HCL form.
+// nomadConfig is the configuration serai dev gives its agent (devstack).
 func nomadConfig(dataDir string, ports []int, opts NomadOptions) string {
-	q := strconv.Quote
-	var b strings.Builder
-	fmt.Fprintf(&b, `name                 = %s
-data_dir             = %s
-bind_addr            = "127.0.0.1"
-log_level            = "INFO"
-disable_update_check = true
-
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-
-advertise {
-  http = "127.0.0.1:%d"
-  rpc  = "127.0.0.1:%d"
-  serf = "127.0.0.1:%d"
-}
-
-server {
-  enabled          = true
-  bootstrap_expect = 1
-}
-
-client {
-  enabled           = true
-  network_interface = "lo"
-  # dev mode binds allocation ports on 0.0.0.0; keep them on loopback.
-  bind_wildcard_default_host_network = false
-  options {
-    # Without this the client probes cloud metadata addresses.
-    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
-  }
-}
-
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-`, q("serai-test-"+strconv.Itoa(ports[0])), q(dataDir),
-		ports[0], ports[1], ports[2], ports[0], ports[1], ports[2])
-
+	o := devstack.NomadConfigOptions{
+		Name: "serai-test-" + strconv.Itoa(ports[0]), DataDir: dataDir,
+		HTTP: ports[0], RPC: ports[1], Serf: ports[2],
+	}
 	if opts.Consul != nil {
-		fmt.Fprintf(&b, `
-consul {
-  address = %s
-}
-`, q(opts.Consul.Addr))
-	} else {
-		// Port 1 (tcpmux) is closed on any sane machine: the integration
-		// stays inert instead of finding whatever listens on :8500.
-		b.WriteString(`
-consul {
-  address          = "127.0.0.1:1"
-  auto_advertise   = false
-  server_auto_join = false
-  client_auto_join = false
-}
-`)
+		o.ConsulAddr = opts.Consul.Addr
 	}
 	if opts.Vault != nil {
-		fmt.Fprintf(&b, `
-vault {
-  enabled               = true
-  address               = %s
-  jwt_auth_backend_path = %s
-  default_identity {
-    aud = [%s]
-    ttl = "1h"
-  }
-}
-`, q(opts.Vault.Addr), q(JWTAuthPath), q(WorkloadIdentityAudience))
+		o.VaultAddr = opts.Vault.Addr
 	}
-	return b.String()
+	return devstack.NomadConfig(o)
 }
 
 func (n *Nomad) hasLeader(ctx context.Context) error {
@@ -284,28 +220,8 @@ func (n *Nomad) Node(t testing.TB) *nomadapi.Node {
 	return node
 }
 
-// configureJWTAuth makes vc accept workload identities signed by the Nomad
-// agent at nomadAddr, as Nomad's Vault integration guide describes. An
-// existing mount is reconfigured, so several agents in a row can share one
-// Vault (the last one started wins).
 func configureJWTAuth(ctx context.Context, vc *vaultapi.Client, nomadAddr string) error {
-	auths, err := vc.Sys().ListAuthWithContext(ctx)
-	if err != nil {
-		return err
-	}
-	if m, ok := auths[JWTAuthPath+"/"]; !ok {
-		if err := vc.Sys().EnableAuthWithOptionsWithContext(ctx, JWTAuthPath, &vaultapi.EnableAuthOptions{Type: "jwt"}); err != nil {
-			return err
-		}
-	} else if m.Type != "jwt" {
-		return fmt.Errorf("%s/ is a %s auth mount, want jwt", JWTAuthPath, m.Type)
-	}
-	_, err = vc.Logical().WriteWithContext(ctx, "auth/"+JWTAuthPath+"/config", map[string]any{
-		"jwks_url":           nomadAddr + "/.well-known/jwks.json",
-		"jwt_supported_algs": []string{"RS256", "EdDSA"},
-		"default_role":       "",
-	})
-	return err
+	return devstack.ConfigureJWTAuth(ctx, vc, nomadAddr)
 }
 
 // drain purges every job and waits until no allocation runs any more, then

@@ -65,26 +65,24 @@
 package testagents
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seraihq/serai/internal/devstack"
 )
 
 // markerVar is set in every agent's environment; descendants inherit it, so a
@@ -112,93 +110,11 @@ func lookBinary(names ...string) (path, name string, ok bool) {
 	return "", "", false
 }
 
-// Agent ports are drawn from below the kernel's ephemeral range. Ports
-// from bind(":0") come from that range, and so do the source ports of every
-// outgoing connection on the machine: with test packages running in
-// parallel (the router's tests open thousands of connections), a port
-// picked with ":0" and released was taken by someone's connection before
-// the agent bound it often enough to fail runs ("bind: address already in
-// use"). Below the range only another harness's random pick can collide.
-const (
-	agentPortFloor = 10000
-	agentPortCeil  = 32768 // Linux's default ephemeral range starts here
-)
+// freePorts and freePortPair draw agent ports as serai dev does
+// (devstack: below the ephemeral range).
+func freePorts(n int) ([]int, error) { return devstack.FreePorts(n) }
 
-// agentPortRange is [floor, ceil) clipped below this machine's ephemeral
-// range.
-func agentPortRange() (int, int) {
-	lo, hi := agentPortFloor, agentPortCeil
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		var eLo, eHi int
-		if _, err := fmt.Sscan(string(b), &eLo, &eHi); err == nil && eLo > lo+1000 && eLo < hi {
-			hi = eLo
-		}
-	}
-	return lo, hi
-}
-
-// portFree reports whether port is free on 127.0.0.1 for TCP and UDP (serf
-// gossips over both), holding the TCP listener so a caller choosing several
-// ports cannot pick one twice.
-func portFree(port int) (net.Listener, bool) {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, false
-	}
-	u, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		l.Close()
-		return nil, false
-	}
-	u.Close()
-	return l, true
-}
-
-// freePorts reserves n distinct free ports on 127.0.0.1 below the ephemeral
-// range. The listeners are held until all ports are chosen; another process
-// may still grab a port before the agent binds it, which is an accepted,
-// now rare, race for tests.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	lo, hi := agentPortRange()
-	ports := make([]int, 0, n)
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			return nil, fmt.Errorf("no %d free loopback ports in [%d, %d)", n, lo, hi)
-		}
-		p := lo + mrand.IntN(hi-lo)
-		if l, ok := portFree(p); ok {
-			ls = append(ls, l)
-			ports = append(ports, p)
-		}
-	}
-	return ports, nil
-}
-
-// freePortPair reserves two consecutive free ports and returns the lower.
-func freePortPair() (int, error) {
-	lo, hi := agentPortRange()
-	for range 1000 {
-		p := lo + mrand.IntN(hi-lo-1)
-		l1, ok := portFree(p)
-		if !ok {
-			continue
-		}
-		l2, ok := portFree(p + 1)
-		l1.Close()
-		if ok {
-			l2.Close()
-			return p, nil
-		}
-	}
-	return 0, errors.New("no two consecutive free loopback ports found")
-}
+func freePortPair() (int, error) { return devstack.FreePortPair() }
 
 func randomID() string {
 	b := make([]byte, 8)
@@ -500,62 +416,8 @@ func waitPortsClosed(ports []int, grace time.Duration) []int {
 	}
 }
 
-// removeAll unmounts whatever is mounted below dir (deepest first, lazily so
-// a busy mount cannot block) and then removes it.
-func removeAll(dir string) error {
-	var errs []error
-	for _, m := range mountsUnder(dir) {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			errs = append(errs, fmt.Errorf("unmounting %s: %w", m, err))
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-// unescapeMount undoes the octal escaping of mountinfo (\040 for space etc.).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// removeAll unmounts what Nomad mounted below dir and removes it.
+func removeAll(dir string) error { return devstack.RemoveAll(dir) }
 
 // waitFor polls check until it succeeds, the process exits or the context
 // ends; the last error from check explains a timeout.

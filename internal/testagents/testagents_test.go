@@ -19,6 +19,8 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/seraihq/serai/internal/devstack"
 )
 
 // helperVar switches the test binary into a tiny HTTP server, which the Nomad
@@ -131,7 +133,7 @@ func assertGone(t *testing.T, p *process) {
 	if _, err := os.Stat(p.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s dir %s still exists (stat: %v)", p.name, p.dir, err)
 	}
-	if m := mountsUnder(p.dir); len(m) > 0 {
+	if m := devstack.MountsUnder(p.dir); len(m) > 0 {
 		t.Errorf("%s left mounts: %v", p.name, m)
 	}
 }
@@ -379,7 +381,7 @@ func runHelperJob(t *testing.T, n *Nomad, c *Consul, v *Vault) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("raw_exec service passing in Consul after %s; %d mounts under the data dir", time.Since(begin).Round(time.Millisecond), len(mountsUnder(n.DataDir)))
+	t.Logf("raw_exec service passing in Consul after %s; %d mounts under the data dir", time.Since(begin).Round(time.Millisecond), len(devstack.MountsUnder(n.DataDir)))
 	if entry.Service.Address != "127.0.0.1" {
 		t.Errorf("service address = %q, want 127.0.0.1", entry.Service.Address)
 	}
@@ -464,9 +466,6 @@ func childrenOfSelf(t *testing.T) int {
 }
 
 func TestHelpers(t *testing.T) {
-	if got := unescapeMount(`/tmp/a\040b/c`); got != "/tmp/a b/c" {
-		t.Errorf("unescapeMount = %q", got)
-	}
 	if !isZombie([]byte("12 (a) b) Z 1 2")) || isZombie([]byte("12 (nomad) S 1")) {
 		t.Errorf("isZombie misparses stat")
 	}
