@@ -41,6 +41,7 @@ func newApp() *cli.App {
 			fetchModelCommand(),
 			setupCommand(),
 			invokeCommand(),
+			devCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
 		OnUsageError:   usageError,
