@@ -100,11 +100,15 @@ func Ensure(ctx context.Context, a Agent, timeout time.Duration) (string, error)
 		Timeout:    timeout,
 	}})
 	if err != nil {
-		var short error = err
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			short = fmt.Errorf("no answer from releases.hashicorp.com within %s", timeout)
+		// hc-install wraps the same cause several times; the innermost
+		// error says it in one short line.
+		for u := errors.Unwrap(err); u != nil; u = errors.Unwrap(u) {
+			err = u
 		}
-		return "", &MissingError{Agent: a, Err: short}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer from releases.hashicorp.com within %s", timeout)
+		}
+		return "", &MissingError{Agent: a, Err: err}
 	}
 	return p, nil
 }
