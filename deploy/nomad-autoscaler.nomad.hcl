@@ -21,10 +21,6 @@ variable "nomad_addr" {
   default = "http://127.0.0.1:4646"
 }
 
-variable "prometheus_url" {
-  default = "http://serai-prometheus.service.consul:9090"
-}
-
 job "serai-autoscaler" {
   type        = "service"
   datacenters = var.datacenters
@@ -69,7 +65,8 @@ job "serai-autoscaler" {
           apm "prometheus" {
             driver = "prometheus"
             config = {
-              address = "${var.prometheus_url}"
+              # deploy/prometheus.nomad.hcl, found in Consul.
+              address = "{{ range service "serai-prometheus" }}http://{{ .Address }}:{{ .Port }}{{ end }}"
             }
           }
           strategy "target-value" {

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Configures a Nomad client in one Nomad datacenter (Docker, exec and
+# raw_exec drivers), a Consul client joined to the server, and trains the
+# example's two Iris models into /opt/serai/models for file:// artifacts.
+# Usage: client.sh SERVER_IP CLIENT_IP DATACENTER
+set -euo pipefail
+
+server=${1:?usage: client.sh SERVER_IP CLIENT_IP DATACENTER}
+ip=${2:?usage: client.sh SERVER_IP CLIENT_IP DATACENTER}
+dc=${3:?usage: client.sh SERVER_IP CLIENT_IP DATACENTER}
+
+cat >/etc/consul.d/consul.hcl <<HCL
+datacenter           = "dc1"
+data_dir             = "/opt/consul"
+bind_addr            = "$ip"
+client_addr          = "127.0.0.1"
+retry_join           = ["$server"]
+disable_update_check = true
+HCL
+systemctl enable --now consul
+
+cat >/etc/nomad.d/nomad.hcl <<HCL
+datacenter           = "$dc"
+data_dir             = "/opt/nomad/data"
+bind_addr            = "$ip"
+disable_update_check = true
+client {
+  enabled = true
+  servers = ["$server"]
+  network_interface = "eth1"
+  options {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+consul {
+  address = "127.0.0.1:8500"
+}
+vault {
+  enabled = true
+  address = "http://$server:8200"
+}
+HCL
+systemctl enable --now nomad
+
+for v in v1 v2; do
+  features=all
+  [ "$v" = v1 ] && features=sepal
+  model-server train --version "$v" --features "$features" \
+    --data /vagrant/examples/data/iris.csv --out "/opt/serai/models/$v" >/dev/null
+done
+
+# serai-addr prints a healthy serai server's URL, for SERAI_ADDR.
+cat >/usr/local/bin/serai-addr <<'SH'
+#!/bin/sh
+curl -sf '127.0.0.1:8500/v1/health/service/serai-server?passing' |
+  jq -r '.[0].Service | "http://\(.Address):\(.Port)"'
+SH
+chmod 0755 /usr/local/bin/serai-addr

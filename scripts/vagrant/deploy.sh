@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs serai's own jobs from deploy/ on the cluster: two servers, a router
+# on every client, Prometheus scraping the routers and the Nomad
+# Autoscaler reading it.
+# Usage: deploy.sh SERVER_IP
+set -euo pipefail
+
+server=${1:?usage: deploy.sh SERVER_IP}
+export NOMAD_ADDR="http://$server:4646"
+
+until [ "$(nomad node status -json | jq '[.[] | select(.Status == "ready")] | map(.Datacenter) | unique | length')" -ge 2 ]; do
+  echo "waiting for clients in two datacenters..."
+  sleep 3
+done
+
+nomad job run -var "vault_addr=http://$server:8200" -var "nomad_addr=http://$server:4646" \
+  -var 'router_url=http://127.0.0.1:8081' /vagrant/deploy/serai-server.nomad.hcl
+nomad job run /vagrant/deploy/serai-router.nomad.hcl
+nomad job run /vagrant/deploy/prometheus.nomad.hcl
+nomad job run -var "nomad_addr=http://$server:4646" /vagrant/deploy/nomad-autoscaler.nomad.hcl
