@@ -45,7 +45,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "server-listen", Value: "127.0.0.1:8090", Usage: "serai server address"},
 			&cli.StringFlag{Name: "router-listen", Value: "127.0.0.1:8081", Usage: "serai router address"},
 			&cli.StringFlag{Name: "store-listen", Value: "127.0.0.1:8333", Usage: "artifact store address (loopback)"},
-			&cli.DurationFlag{Name: "download-timeout", Value: 20 * time.Second, Usage: "how long to try downloading a missing agent with hc-install"},
+			&cli.DurationFlag{Name: "download-timeout", Value: 20 * time.Second, Usage: "how long to try downloading a missing agent with hc-install (0: never download)"},
 		},
 		Action: runDev,
 	}

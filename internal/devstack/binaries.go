@@ -79,12 +79,12 @@ func Find(a Agent) (string, bool) {
 
 // Ensure finds the agent, or downloads it into the cache dir with
 // hc-install (which verifies HashiCorp's signature and checksums), within
-// timeout. It returns a *MissingError when neither works.
+// timeout (0: do not try). It returns a *MissingError when neither works.
 func Ensure(ctx context.Context, a Agent, timeout time.Duration) (string, error) {
 	if p, ok := Find(a); ok {
 		return p, nil
 	}
-	if a.Product == nil {
+	if a.Product == nil || timeout <= 0 {
 		return "", &MissingError{Agent: a}
 	}
 	if err := os.MkdirAll(CacheBinDir(), 0o755); err != nil {

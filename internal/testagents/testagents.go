@@ -59,6 +59,9 @@
 //     leftover-process check finds them: every agent carries a marker
 //     variable that its descendants inherit.
 //
+// Agent configuration, port choice and clean-up come from internal/devstack,
+// which `serai dev` uses too, so tests exercise what users run.
+//
 // It is for tests only and must not be imported by serai's binaries; it
 // never configures more than a test needs (Nomad's Vault wiring is the one
 // exception, as Nomad documents it) and leaves reused agents untouched.
