@@ -61,3 +61,8 @@ curl -sf '127.0.0.1:8500/v1/health/service/serai-server?passing' |
   jq -r '.[0].Service | "http://\(.Address):\(.Port)"'
 SH
 chmod 0755 /usr/local/bin/serai-addr
+
+cat >/etc/profile.d/serai.sh <<SH
+export NOMAD_ADDR=http://$server:4646
+export SERAI_ROUTER_ADDR=http://$ip:8081
+SH

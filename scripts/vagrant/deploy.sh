@@ -14,7 +14,9 @@ until [ "$(nomad node status -json | jq '[.[] | select(.Status == "ready")] | ma
 done
 
 nomad job run -var "vault_addr=http://$server:8200" -var "nomad_addr=http://$server:4646" \
-  -var 'router_url=http://127.0.0.1:8081' /vagrant/deploy/serai-server.nomad.hcl
+  -var 'router_url=http://192.168.56.21:8081' /vagrant/deploy/serai-server.nomad.hcl
 nomad job run /vagrant/deploy/serai-router.nomad.hcl
 nomad job run /vagrant/deploy/prometheus.nomad.hcl
-nomad job run -var "nomad_addr=http://$server:4646" /vagrant/deploy/nomad-autoscaler.nomad.hcl
+# HashiCorp's packages install their binaries in /usr/bin.
+nomad job run -var "nomad_addr=http://$server:4646" -var autoscaler_binary=/usr/bin/nomad-autoscaler \
+  /vagrant/deploy/nomad-autoscaler.nomad.hcl

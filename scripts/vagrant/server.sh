@@ -46,8 +46,13 @@ vault secrets list | grep -q '^secret/' || vault secrets enable -path=secret -ve
 
 cat >/etc/nomad.d/nomad.hcl <<HCL
 data_dir             = "/opt/nomad/data"
-bind_addr            = "$ip"
+bind_addr            = "0.0.0.0"
 disable_update_check = true
+advertise {
+  http = "$ip"
+  rpc  = "$ip"
+  serf = "$ip"
+}
 server {
   enabled          = true
   bootstrap_expect = 1
@@ -73,3 +78,9 @@ until curl -sf "http://$ip:4646/.well-known/jwks.json" >/dev/null; do sleep 1; d
 serai setup vault --apply --vault-addr "$VAULT_ADDR" --nomad-addr "http://$ip:4646"
 vault policy write serai-server /vagrant/deploy/vault/serai-server.policy.hcl
 vault write auth/jwt-nomad/role/serai-server @/vagrant/deploy/vault/serai-server.role.json
+
+# Shells on the VM talk to the cluster without further setup.
+cat >/etc/profile.d/serai.sh <<SH
+export NOMAD_ADDR=http://$ip:4646
+export VAULT_ADDR=http://127.0.0.1:8200
+SH
