@@ -19,10 +19,6 @@ variable "port" {
   default = 9090
 }
 
-variable "consul_addr" {
-  default = "127.0.0.1:8500"
-}
-
 job "serai-prometheus" {
   type        = "service"
   datacenters = var.datacenters
@@ -60,6 +56,10 @@ job "serai-prometheus" {
         ]
       }
 
+      # Targets come from Consul through Nomad's template (every healthy
+      # serai-router), not from Prometheus's own Consul discovery, which
+      # some distributions' builds (Debian's) leave out. Prometheus
+      # re-reads file_sd files by itself when the list changes.
       template {
         destination = "local/prometheus.yml"
         data        = <<-YAML
@@ -67,10 +67,18 @@ job "serai-prometheus" {
             scrape_interval: 10s
           scrape_configs:
             - job_name: serai-router
-              consul_sd_configs:
-                - server: "${var.consul_addr}"
-                  services: ["serai-router"]
+              file_sd_configs:
+                - files: ["{{ env "NOMAD_TASK_DIR" }}/routers.json"]
+                  refresh_interval: 30s
         YAML
+      }
+
+      template {
+        destination = "local/routers.json"
+        change_mode = "noop"
+        data        = <<-JSON
+          [{"targets": [{{ range $i, $s := service "serai-router" }}{{ if $i }}, {{ end }}"{{ $s.Address }}:{{ $s.Port }}"{{ end }}], "labels": {"job": "serai-router"}}]
+        JSON
       }
 
       resources {

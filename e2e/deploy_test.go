@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
 	"github.com/seraihq/serai/server"
@@ -55,6 +59,7 @@ func TestDeployJobs(t *testing.T) {
 	for _, f := range files {
 		nomadCmd("job", "validate", "-var", "driver=raw_exec", f)
 	}
+	nomadCmd("fmt", "-check", "../deploy")
 
 	// Vault: the server's policy and JWT role, exactly as shipped.
 	pol, err := os.ReadFile("../deploy/vault/serai-server.policy.hcl")
@@ -117,10 +122,61 @@ func TestDeployJobs(t *testing.T) {
 	if out, err := apply.CombinedOutput(); err != nil {
 		t.Fatalf("serai apply through the deploy/ server: %v\n%s\nserver allocations:\n%s", err, out, nomadCmd("job", "status", "serai-server"))
 	}
-	url := "http://" + strings.Join(routerAddr, ":") + "/endpoints/" + endpointName + "/invocations"
-	counts, _ := invokeMany(t, url, 50)
+	invokeURL := "http://" + strings.Join(routerAddr, ":") + "/endpoints/" + endpointName + "/invocations"
+	counts, _ := invokeMany(t, invokeURL, 50)
 	t.Logf("RESULT deploy/: server job (2 allocs) + router job on dev agents; apply → InService %s; 50 invocations through the deployed router: %v", time.Since(start).Round(100*time.Millisecond), counts)
 	if counts["v1"]+counts["v2"] != 50 {
 		t.Errorf("invocations through the deployed router: %v", counts)
 	}
+
+	// Prometheus scrapes the deployed router (found in Consul) and the
+	// Nomad Autoscaler reads Prometheus (found in Consul too).
+	prom, err1 := exec.LookPath("prometheus")
+	autoscaler, err2 := exec.LookPath("nomad-autoscaler")
+	if err1 != nil || err2 != nil {
+		t.Logf("SKIP of the Prometheus/Autoscaler jobs: prometheus (apt-get install prometheus) or nomad-autoscaler (~/.cache/serai/bin) not on PATH")
+		return
+	}
+	promAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
+	nomadCmd("job", "run", "-detach", "-var", "prometheus_binary="+prom, "-var", "driver=raw_exec",
+		"-var", "port="+promAddr[1], "../deploy/prometheus.nomad.hcl")
+	nomadCmd("job", "run", "-detach", "-var", "autoscaler_binary="+autoscaler, "-var", "driver=raw_exec",
+		"-var", "nomad_addr="+s.nomad.Addr, "../deploy/nomad-autoscaler.nomad.hcl")
+	promURL := "http://" + strings.Join(promAddr, ":")
+	var scraped string
+	defer func() {
+		if t.Failed() {
+			if resp, err := http.Get(promURL + "/api/v1/targets"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Logf("Prometheus targets: %s", b)
+			} else {
+				t.Logf("Prometheus: %v\n%s", err, nomadCmd("job", "status", "serai-prometheus"))
+			}
+		}
+	}()
+	waitUntil(t, ctx, "Prometheus has the deployed router's invocation counter", 2*time.Minute, func() bool {
+		resp, err := http.Get(promURL + "/api/v1/query?query=" + url.QueryEscape("sum("+contract.MetricInvocations+")"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Data struct {
+				Result []struct {
+					Value []any `json:"value"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&r) != nil || len(r.Data.Result) == 0 || len(r.Data.Result[0].Value) < 2 {
+			return false
+		}
+		scraped, _ = r.Data.Result[0].Value[1].(string)
+		return scraped != "" && scraped != "0"
+	})
+	waitUntil(t, ctx, "the Nomad Autoscaler passes its health check", 2*time.Minute, func() bool {
+		entries, _, err := s.consul.Client.Health().Service("serai-autoscaler", "", true, nil)
+		return err == nil && len(entries) == 1
+	})
+	t.Logf("RESULT deploy/: Prometheus job scraped the router job (%s invocations) and the Autoscaler job is healthy", scraped)
 }
