@@ -66,10 +66,13 @@ func runReadme(t *testing.T, source, binDir string, env map[string]string, addrs
 		"127.0.0.1:8081", addrs["router"],
 		"127.0.0.1:8333", addrs["store"],
 	)
+	// `go install` in the README lands in its own directory, first on
+	// PATH, so the blocks use the serai they built.
+	gobin := filepath.Join(filepath.Dir(binDir), "gobin")
 	shellEnv := []string{
 		"HOME=" + os.Getenv("HOME"),
-		"GOBIN=" + binDir,
-		"PATH=" + binDir + ":" + strings.TrimSuffix(env["PATH"], ":$PATH") + ":" + os.Getenv("PATH"),
+		"GOBIN=" + gobin,
+		"PATH=" + gobin + ":" + binDir + ":" + strings.TrimSuffix(env["PATH"], ":$PATH") + ":" + os.Getenv("PATH"),
 		"GOFLAGS=" + os.Getenv("GOFLAGS"),
 		"GOCACHE=" + goEnv(t, "GOCACHE"),
 		"GOMODCACHE=" + goEnv(t, "GOMODCACHE"),
