@@ -118,6 +118,9 @@ func runDev(c *cli.Context) error {
 		}()
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while starting: stopped cleanly above
+		}
 		return cli.Exit(fmt.Sprintf("serai dev: %v", err), exitError)
 	}
 	if _, err := stack.Vault.KVv2("secret").Put(ctx, "serai/stores/dev", map[string]any{
