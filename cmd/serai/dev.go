@@ -107,8 +107,8 @@ func runDev(c *cli.Context) error {
 	}
 
 	fmt.Fprintf(out, "serai dev: starting Consul, %s and Nomad on loopback...\n", filepath.Base(bins.Vault))
-	stack, err := devstack.Start(ctx, bins, binDir)
-	if stack != nil {
+	stack, err := devstack.Start(ctx, bins, binDir) // stops what it started when it fails
+	if err == nil {
 		defer func() {
 			fmt.Fprintln(out, "serai dev: stopping (jobs, then Nomad, Vault, Consul)...")
 			if err := stack.Stop(context.Background()); err != nil {
