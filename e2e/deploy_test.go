@@ -38,7 +38,7 @@ func TestDeployJobs(t *testing.T) {
 	s := newStack(t, ctx)
 	sums := s.trainIris(t, ctx)
 	nomadEnv := append(os.Environ(), "NOMAD_ADDR="+s.nomad.Addr)
-	nomadCmd := func(args ...string) string {
+	nomadCmd := func(t *testing.T, args ...string) string {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, "nomad", args...)
 		cmd.Env = nomadEnv
@@ -57,9 +57,9 @@ func TestDeployJobs(t *testing.T) {
 		t.Fatalf("deploy/ has %d job files", len(files))
 	}
 	for _, f := range files {
-		nomadCmd("job", "validate", "-var", "driver=raw_exec", f)
+		nomadCmd(t, "job", "validate", "-var", "driver=raw_exec", f)
 	}
-	nomadCmd("fmt", "-check", "../deploy")
+	nomadCmd(t, "fmt", "-check", "../deploy")
 
 	// Vault: the server's policy and JWT role, exactly as shipped.
 	pol, err := os.ReadFile("../deploy/vault/serai-server.policy.hcl")
@@ -85,12 +85,12 @@ func TestDeployJobs(t *testing.T) {
 	}
 
 	routerAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
-	nomadCmd("job", "run", "-detach",
+	nomadCmd(t, "job", "run", "-detach",
 		"-var", "serai_binary="+s.serai, "-var", "driver=raw_exec", "-var", "count=2", "-var", "distinct_hosts=false",
 		"-var", "consul_addr="+s.consul.Addr, "-var", "nomad_addr="+s.nomad.Addr, "-var", "vault_addr="+s.vault.Addr,
 		"-var", `args=["--tick","250ms","--drain-period","2s"]`,
 		"../deploy/serai-server.nomad.hcl")
-	nomadCmd("job", "run", "-detach",
+	nomadCmd(t, "job", "run", "-detach",
 		"-var", "serai_binary="+s.serai, "-var", "driver=raw_exec", "-var", "type=service", "-var", "count=1",
 		"-var", "port="+routerAddr[1], "-var", "consul_addr="+s.consul.Addr,
 		"../deploy/serai-router.nomad.hcl")
@@ -120,7 +120,7 @@ func TestDeployJobs(t *testing.T) {
 	apply := exec.CommandContext(ctx, s.serai, "apply", spec)
 	apply.Env = append(os.Environ(), "SERAI_ADDR="+serverURL)
 	if out, err := apply.CombinedOutput(); err != nil {
-		t.Fatalf("serai apply through the deploy/ server: %v\n%s\nserver allocations:\n%s", err, out, nomadCmd("job", "status", "serai-server"))
+		t.Fatalf("serai apply through the deploy/ server: %v\n%s\nserver allocations:\n%s", err, out, nomadCmd(t, "job", "status", "serai-server"))
 	}
 	invokeURL := "http://" + strings.Join(routerAddr, ":") + "/endpoints/" + endpointName + "/invocations"
 	counts, _ := invokeMany(t, invokeURL, 50)
@@ -129,54 +129,55 @@ func TestDeployJobs(t *testing.T) {
 		t.Errorf("invocations through the deployed router: %v", counts)
 	}
 
-	// Prometheus scrapes the deployed router (found in Consul) and the
-	// Nomad Autoscaler reads Prometheus (found in Consul too).
-	prom, err1 := exec.LookPath("prometheus")
-	autoscaler, err2 := exec.LookPath("nomad-autoscaler")
-	if err1 != nil || err2 != nil {
-		t.Logf("SKIP of the Prometheus/Autoscaler jobs: prometheus (apt-get install prometheus) or nomad-autoscaler (~/.cache/serai/bin) not on PATH")
-		return
-	}
-	promAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
-	nomadCmd("job", "run", "-detach", "-var", "prometheus_binary="+prom, "-var", "driver=raw_exec",
-		"-var", "port="+promAddr[1], "../deploy/prometheus.nomad.hcl")
-	nomadCmd("job", "run", "-detach", "-var", "autoscaler_binary="+autoscaler, "-var", "driver=raw_exec",
-		"-var", "nomad_addr="+s.nomad.Addr, "../deploy/nomad-autoscaler.nomad.hcl")
-	promURL := "http://" + strings.Join(promAddr, ":")
-	var scraped string
-	defer func() {
-		if t.Failed() {
-			if resp, err := http.Get(promURL + "/api/v1/targets"); err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				t.Logf("Prometheus targets: %s", b)
-			} else {
-				t.Logf("Prometheus: %v\n%s", err, nomadCmd("job", "status", "serai-prometheus"))
+	t.Run("PrometheusAndAutoscaler", func(t *testing.T) {
+		// Prometheus scrapes the deployed router (found in Consul) and the
+		// Nomad Autoscaler reads Prometheus (found in Consul too).
+		prom, err1 := exec.LookPath("prometheus")
+		autoscaler, err2 := exec.LookPath("nomad-autoscaler")
+		if err1 != nil || err2 != nil {
+			t.Skip("prometheus (apt-get install prometheus) or nomad-autoscaler (prebuilt into ~/.cache/serai/bin) not on PATH")
+		}
+		promAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
+		nomadCmd(t, "job", "run", "-detach", "-var", "prometheus_binary="+prom, "-var", "driver=raw_exec",
+			"-var", "port="+promAddr[1], "../deploy/prometheus.nomad.hcl")
+		nomadCmd(t, "job", "run", "-detach", "-var", "autoscaler_binary="+autoscaler, "-var", "driver=raw_exec",
+			"-var", "nomad_addr="+s.nomad.Addr, "../deploy/nomad-autoscaler.nomad.hcl")
+		promURL := "http://" + strings.Join(promAddr, ":")
+		var scraped string
+		defer func() {
+			if t.Failed() {
+				if resp, err := http.Get(promURL + "/api/v1/targets"); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					t.Logf("Prometheus targets: %s", b)
+				} else {
+					t.Logf("Prometheus: %v\n%s", err, nomadCmd(t, "job", "status", "serai-prometheus"))
+				}
 			}
-		}
-	}()
-	waitUntil(t, ctx, "Prometheus has the deployed router's invocation counter", 2*time.Minute, func() bool {
-		resp, err := http.Get(promURL + "/api/v1/query?query=" + url.QueryEscape("sum("+contract.MetricInvocations+")"))
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var r struct {
-			Data struct {
-				Result []struct {
-					Value []any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if json.NewDecoder(resp.Body).Decode(&r) != nil || len(r.Data.Result) == 0 || len(r.Data.Result[0].Value) < 2 {
-			return false
-		}
-		scraped, _ = r.Data.Result[0].Value[1].(string)
-		return scraped != "" && scraped != "0"
+		}()
+		waitUntil(t, ctx, "Prometheus has the deployed router's invocation counter", 2*time.Minute, func() bool {
+			resp, err := http.Get(promURL + "/api/v1/query?query=" + url.QueryEscape("sum("+contract.MetricInvocations+")"))
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var r struct {
+				Data struct {
+					Result []struct {
+						Value []any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			if json.NewDecoder(resp.Body).Decode(&r) != nil || len(r.Data.Result) == 0 || len(r.Data.Result[0].Value) < 2 {
+				return false
+			}
+			scraped, _ = r.Data.Result[0].Value[1].(string)
+			return scraped != "" && scraped != "0"
+		})
+		waitUntil(t, ctx, "the Nomad Autoscaler passes its health check", 2*time.Minute, func() bool {
+			entries, _, err := s.consul.Client.Health().Service("serai-autoscaler", "", true, nil)
+			return err == nil && len(entries) == 1
+		})
+		t.Logf("RESULT deploy/: Prometheus job scraped the router job (%s invocations) and the Autoscaler job is healthy", scraped)
 	})
-	waitUntil(t, ctx, "the Nomad Autoscaler passes its health check", 2*time.Minute, func() bool {
-		entries, _, err := s.consul.Client.Health().Service("serai-autoscaler", "", true, nil)
-		return err == nil && len(entries) == 1
-	})
-	t.Logf("RESULT deploy/: Prometheus job scraped the router job (%s invocations) and the Autoscaler job is healthy", scraped)
 }
