@@ -320,6 +320,42 @@ type exchangeResult struct {
 	modelEnd   time.Time
 }
 
+// call sends req to one instance and reads the answer's head into h. A
+// failure or a non-2xx answer is settled here (the body consumed, the
+// instance judged, res filled in) and ok is false; on a 2xx the caller
+// relays the body from pc and finishes the connection. The request paths,
+// buffered and streamed, share it so they judge answers alike.
+func (rt *Router) call(ctx context.Context, e *endpoint, vm *variantMetrics, in *instance, req *outRequest, h *respHead, res *exchangeResult) (*pconn, func() bool, bool) {
+	res.modelStart = time.Now()
+	pc, stop, err := rt.roundTrip(ctx, in, req, res.modelStart.Add(e.timeout), h)
+	if err != nil {
+		res.modelEnd = time.Now()
+		res.err = err
+		res.outcome = rt.classify(ctx, in, vm, err)
+		return nil, nil, false
+	}
+	if h.Status/100 == 2 {
+		return pc, stop, true
+	}
+	msg, clean, err := readLimited(pc.bodyReader(h), maxModelErrorBody)
+	rt.finish(pc, stop, clean && err == nil && !h.Close)
+	res.modelEnd = time.Now()
+	if err != nil {
+		res.err = err
+		res.outcome = rt.classify(ctx, in, vm, err)
+		return nil, nil, false
+	}
+	if h.Status == http.StatusBadGateway || h.Status == http.StatusServiceUnavailable || h.Status == http.StatusGatewayTimeout {
+		rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.Status))
+	} else {
+		rt.instanceOK(in)
+	}
+	res.outcome = outModelError
+	res.status = h.Status
+	res.message = modelMessage(msg)
+	return nil, nil, false
+}
+
 // exchange sends req to one instance. On outOK the answer has been written
 // to w; on every other outcome nothing has been written yet, except for
 // outAbort.
@@ -333,32 +369,8 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 	}()
 
 	var h respHead
-	res.modelStart = time.Now()
-	pc, stop, err := rt.roundTrip(ctx, in, req, res.modelStart.Add(e.timeout), &h)
-	if err != nil {
-		res.modelEnd = time.Now()
-		res.err = err
-		res.outcome = rt.classify(ctx, in, vm, err)
-		return res
-	}
-
-	if h.Status/100 != 2 {
-		msg, clean, err := readLimited(pc.bodyReader(&h), maxModelErrorBody)
-		rt.finish(pc, stop, clean && err == nil && !h.Close)
-		res.modelEnd = time.Now()
-		if err != nil {
-			res.err = err
-			res.outcome = rt.classify(ctx, in, vm, err)
-			return res
-		}
-		if h.Status == http.StatusBadGateway || h.Status == http.StatusServiceUnavailable || h.Status == http.StatusGatewayTimeout {
-			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.Status))
-		} else {
-			rt.instanceOK(in)
-		}
-		res.outcome = outModelError
-		res.status = h.Status
-		res.message = modelMessage(msg)
+	pc, stop, ok := rt.call(ctx, e, vm, in, req, &h, &res)
+	if !ok {
 		return res
 	}
 
@@ -394,6 +406,7 @@ func (rt *Router) exchange(ctx context.Context, w http.ResponseWriter, e *endpoi
 		hdr[hdrContentLength] = pc.contentLengthHeader(h.ContentLength)
 	}
 	w.WriteHeader(http.StatusOK)
+	var err error
 	if !h.Chunked && h.ContentLength >= 0 {
 		if h.ContentLength <= int64(pc.br.Size()) {
 			_, err = pc.relayFixed(w, h.ContentLength, nil)

@@ -276,31 +276,8 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 	}()
 
 	var h respHead
-	res.modelStart = time.Now()
-	pc, stop, err := rt.roundTrip(ctx, in, req, res.modelStart.Add(e.timeout), &h)
-	if err != nil {
-		res.modelEnd = time.Now()
-		res.err = err
-		res.outcome = rt.classify(ctx, in, vm, err)
-		return res
-	}
-	if h.Status/100 != 2 {
-		msg, clean, err := readLimited(pc.bodyReader(&h), maxModelErrorBody)
-		rt.finish(pc, stop, clean && err == nil && !h.Close)
-		res.modelEnd = time.Now()
-		if err != nil {
-			res.err = err
-			res.outcome = rt.classify(ctx, in, vm, err)
-			return res
-		}
-		if h.Status == http.StatusBadGateway || h.Status == http.StatusServiceUnavailable || h.Status == http.StatusGatewayTimeout {
-			rt.instanceFailed(in, vm, fmt.Errorf("model answered %d", h.Status))
-		} else {
-			rt.instanceOK(in)
-		}
-		res.outcome = outModelError
-		res.status = h.Status
-		res.message = modelMessage(msg)
+	pc, stop, ok := rt.call(ctx, e, vm, in, req, &h, &res.exchangeResult)
+	if !ok {
 		return res
 	}
 
