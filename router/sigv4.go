@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/seraihq/serai/internal/sigv4"
 )
@@ -41,19 +39,9 @@ const (
 // key table. The table can be replaced while the router serves (key
 // rotation, Router.SetSigV4Keys); everything else is fixed once built.
 type sigv4Auth struct {
-	table  atomic.Pointer[keyTable]
+	keys   sigv4.KeyTable
 	region string // "" accepts any
 	now    func() time.Time
-}
-
-// keyTable is one generation of keys with its own signer: the SDK's signer
-// caches derived signing keys by access key ID, region, service and day —
-// not by secret — so a signer shared across a rotation would keep
-// accepting a rotated-out secret (and refuse its replacement) until
-// midnight UTC.
-type keyTable struct {
-	keys   map[string]string // access key ID -> secret access key
-	signer *v4.Signer
 }
 
 func newSigV4Auth(keys map[string]string, region string) (*sigv4Auth, error) {
@@ -69,26 +57,10 @@ func (a *sigv4Auth) setKeys(keys map[string]string) error {
 	if len(keys) == 0 {
 		return errors.New("router: SigV4Keys is set but holds no key (nil turns authentication off)")
 	}
-	table := make(map[string]string, len(keys))
-	for id, secret := range keys {
-		if id == "" || secret == "" {
-			return errors.New("router: SigV4Keys holds an empty access key ID or secret")
-		}
-		if strings.ContainsAny(id, "/,= \t") {
-			return fmt.Errorf("router: SigV4Keys access key ID %q holds '/', ',', '=' or a space", id)
-		}
-		table[id] = secret
+	if err := a.keys.Set(keys); err != nil {
+		return fmt.Errorf("router: SigV4Keys: %w", err)
 	}
-	a.table.Store(&keyTable{keys: table, signer: v4.NewSigner()})
 	return nil
-}
-
-// secret returns the secret of an access key ID in the current table, and
-// that table's signer.
-func (a *sigv4Auth) secret(id string) (string, *v4.Signer, bool) {
-	t := a.table.Load()
-	s, ok := t.keys[id]
-	return s, t.signer, ok
 }
 
 // authError is one refused request: the SageMaker-style code and message
@@ -129,7 +101,7 @@ func (a *sigv4Auth) precheck(r *http.Request) (*signedRequest, *authError) {
 	if err != nil {
 		return nil, &authError{code: CodeIncompleteSignature, msg: err.Error(), reason: "malformed Authorization"}
 	}
-	if _, _, ok := a.secret(au.AccessKeyID); !ok {
+	if _, _, ok := a.keys.Lookup(au.AccessKeyID); !ok {
 		return nil, &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: au.AccessKeyID, reason: "unknown access key ID"}
 	}
 	// Only static keys exist here: a session token was not issued by us.
@@ -178,7 +150,7 @@ func (a *sigv4Auth) verify(r *http.Request, s *signedRequest, body []byte) *auth
 		return &authError{code: CodeInvalidSignature, msg: "The provided 'x-amz-content-sha256' header does not match what was computed.",
 			akid: s.auth.AccessKeyID, reason: "x-amz-content-sha256 differs from the body"}
 	}
-	secret, signer, ok := a.secret(s.auth.AccessKeyID)
+	secret, signer, ok := a.keys.Lookup(s.auth.AccessKeyID)
 	if !ok {
 		// Rotated out while the body arrived.
 		return &authError{code: CodeUnrecognizedClient, msg: msgInvalidToken, akid: s.auth.AccessKeyID, reason: "access key ID removed by a key reload"}

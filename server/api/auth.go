@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/seraihq/serai/internal/sigv4"
 	"github.com/seraihq/serai/server/smapi"
@@ -32,7 +30,7 @@ const (
 // with the same checks and answers as the router's (router/sigv4.go); the
 // verification itself is internal/sigv4's.
 type authenticator struct {
-	keys   atomic.Pointer[map[string]string]
+	keys   sigv4.KeyTable
 	region string
 	now    func() time.Time
 }
@@ -51,23 +49,10 @@ func newAuthenticator(keys map[string]string, region string, now func() time.Tim
 }
 
 func (a *authenticator) setKeys(keys map[string]string) error {
-	if len(keys) == 0 {
-		return errors.New("api: the SigV4 key table holds no key")
+	if err := a.keys.Set(keys); err != nil {
+		return fmt.Errorf("api: %w", err)
 	}
-	table := make(map[string]string, len(keys))
-	for id, secret := range keys {
-		if id == "" || secret == "" {
-			return errors.New("api: the SigV4 key table holds an empty access key ID or secret")
-		}
-		table[id] = secret
-	}
-	a.keys.Store(&table)
 	return nil
-}
-
-func (a *authenticator) secret(id string) (string, bool) {
-	s, ok := (*a.keys.Load())[id]
-	return s, ok
 }
 
 func denied(code, msg string) *apiError {
@@ -93,7 +78,7 @@ func (a *authenticator) precheck(r *http.Request) (*signedRequest, *apiError) {
 	if err != nil {
 		return nil, denied(smapi.ErrIncompleteSignature, err.Error())
 	}
-	if _, ok := a.secret(au.AccessKeyID); !ok {
+	if _, _, ok := a.keys.Lookup(au.AccessKeyID); !ok {
 		return nil, denied(smapi.ErrUnrecognizedClient, msgInvalidToken)
 	}
 	if _, ok := r.Header["X-Amz-Security-Token"]; ok {
@@ -129,7 +114,7 @@ func (a *authenticator) verify(r *http.Request, s *signedRequest, body []byte) *
 	if v, ok := r.Header["X-Amz-Content-Sha256"]; ok && (len(v) != 1 || v[0] != hash) {
 		return denied(smapi.ErrInvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed.")
 	}
-	secret, ok := a.secret(s.auth.AccessKeyID)
+	secret, signer, ok := a.keys.Lookup(s.auth.AccessKeyID)
 	if !ok {
 		return denied(smapi.ErrUnrecognizedClient, msgInvalidToken)
 	}
@@ -137,7 +122,7 @@ func (a *authenticator) verify(r *http.Request, s *signedRequest, body []byte) *
 	// key ID, region, service and day, not by secret, so a shared one
 	// would keep accepting a rotated-out secret (and refuse the new one)
 	// until midnight UTC. Deriving costs four HMACs.
-	res, err := sigv4.Verify(r.Context(), v4.NewSigner(), r, s.auth, aws.Credentials{SecretAccessKey: secret}, hash, s.when)
+	res, err := sigv4.Verify(r.Context(), signer, r, s.auth, aws.Credentials{SecretAccessKey: secret}, hash, s.when)
 	if err != nil || res != sigv4.Match {
 		return denied(smapi.ErrInvalidSignature, msgSignatureInvalid)
 	}
