@@ -120,6 +120,7 @@ func runServer(c *cli.Context) error {
 			Routes:    consulAdapter,
 			Vault:     vault,
 			Metrics:   &cluster.RouterMetrics{Consul: consul},
+			Wakes:     cluster.ConsulWakes{Client: consul},
 			Compile: scheduler.Options{
 				SeraiBinary: c.String("serai-binary"),
 				FetchImage:  c.String("fetch-image"),

@@ -31,6 +31,9 @@ type Config struct {
 	// a reason saying so.
 	Vault   Vault
 	Metrics Metrics
+	// Wakes, when set, are the routers' scale-from-zero signals, carried
+	// out every tick (HandleWakes).
+	Wakes WakeKV
 	// Compile holds the compiler's site options.
 	Compile scheduler.Options
 	Logger  hclog.Logger
@@ -132,6 +135,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		r.Pass(ctx)
+		if r.cfg.Wakes != nil {
+			if n, err := HandleWakes(ctx, r.cfg.Wakes, r.cfg.Nomad, r.cfg.Instances); err != nil && ctx.Err() == nil {
+				r.log.Warn("scale-from-zero signals: will retry", "error", err)
+			} else if n > 0 {
+				r.log.Info("scaled from zero on the routers' signal", "groups", n)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
