@@ -185,16 +185,21 @@ func (c *Client) Invoke(ctx context.Context, in *Input) (*Output, error) {
 	if in.EndpointName == "" {
 		return nil, errors.New("client: EndpointName is required")
 	}
+	return withRouter(ctx, c, func(base string) (*Output, error) { return c.invokeOnce(ctx, base, in) })
+}
+
+// withRouter runs call against a random router; when the request never
+// left (a connection error), it looks again and tries one other router.
+func withRouter[T any](ctx context.Context, c *Client, call func(base string) (*T, error)) (*T, error) {
 	routers, err := c.lookup(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	base := routers[rand.IntN(len(routers))]
-	out, err := c.invokeOnce(ctx, base, in)
+	out, err := call(base)
 	if err == nil || !isConnectError(err) || ctx.Err() != nil {
 		return out, err
 	}
-	// The request never left: look again and try one other router.
 	routers, lerr := c.lookup(ctx, true)
 	var others []string
 	for _, r := range routers {
@@ -205,7 +210,7 @@ func (c *Client) Invoke(ctx context.Context, in *Input) (*Output, error) {
 	if lerr != nil || len(others) == 0 {
 		return nil, fmt.Errorf("%w: %w", ErrNoRouter, err)
 	}
-	out, err = c.invokeOnce(ctx, others[rand.IntN(len(others))], in)
+	out, err = call(others[rand.IntN(len(others))])
 	if err != nil && isConnectError(err) {
 		return nil, fmt.Errorf("%w: %w", ErrNoRouter, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -57,30 +56,7 @@ func (c *Client) InvokeStream(ctx context.Context, in *Input) (*Stream, error) {
 	if in.EndpointName == "" {
 		return nil, errors.New("client: EndpointName is required")
 	}
-	routers, err := c.lookup(ctx, false)
-	if err != nil {
-		return nil, err
-	}
-	base := routers[rand.IntN(len(routers))]
-	s, err := c.streamOnce(ctx, base, in)
-	if err == nil || !isConnectError(err) || ctx.Err() != nil {
-		return s, err
-	}
-	routers, lerr := c.lookup(ctx, true)
-	var others []string
-	for _, r := range routers {
-		if r != base {
-			others = append(others, r)
-		}
-	}
-	if lerr != nil || len(others) == 0 {
-		return nil, fmt.Errorf("%w: %w", ErrNoRouter, err)
-	}
-	s, err = c.streamOnce(ctx, others[rand.IntN(len(others))], in)
-	if err != nil && isConnectError(err) {
-		return nil, fmt.Errorf("%w: %w", ErrNoRouter, err)
-	}
-	return s, err
+	return withRouter(ctx, c, func(base string) (*Stream, error) { return c.streamOnce(ctx, base, in) })
 }
 
 func (c *Client) streamOnce(ctx context.Context, base string, in *Input) (*Stream, error) {
