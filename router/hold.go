@@ -9,30 +9,30 @@ import (
 
 // Scale from zero (issue 13): a request for a variant with no instance is
 // held, not refused, while the control plane starts one. HoldQueue is the
-// per-endpoint queue: bounded in length (Max) and in wait (MaxWait,
-// SageMaker's invocation timeout); past either bound the caller answers
-// SageMaker's ModelNotReadyException-style 429. Held requests are let go in
-// arrival order as soon as an instance passes its check.
+// per-endpoint queue, bounded in length; each Hold is bounded in wait by
+// its caller (SageMaker's invocation timeout). Past either bound the
+// caller answers ModelNotReadyException (429). Held requests are let go
+// in arrival order when an instance passes its check, and take turns
+// choosing an instance in that order (Turn.Done), so the first request
+// held is the first one sent.
 
 // Errors a held request ends with instead of being sent.
 var (
-	// ErrHoldFull: the queue already holds Max requests.
+	// ErrHoldFull: the queue already holds its maximum.
 	ErrHoldFull = errors.New("hold queue full")
-	// ErrHoldTimeout: no instance became ready within MaxWait.
+	// ErrHoldTimeout: no instance became ready within the wait.
 	ErrHoldTimeout = errors.New("no instance became ready in time")
 )
 
-// HoldQueue holds requests until Release. The zero value is not usable;
-// use NewHoldQueue.
+// HoldQueue holds requests until Release. Use NewHoldQueue.
 type HoldQueue struct {
-	max     int
-	maxWait time.Duration
+	max int
 
 	mu      sync.Mutex
 	cond    *sync.Cond
 	waiters []*holdWaiter // arrival order
-	// released numbers the requests Release let go; out is the next one
-	// allowed to return, so held requests leave in arrival order.
+	// released numbers the requests Release let go; out is the number of
+	// the one whose turn it is.
 	released, out uint64
 }
 
@@ -41,71 +41,83 @@ type holdWaiter struct {
 	order uint64 // set by Release
 }
 
-// NewHoldQueue returns a queue of at most max requests, each held at most
-// maxWait.
-func NewHoldQueue(max int, maxWait time.Duration) *HoldQueue {
-	q := &HoldQueue{max: max, maxWait: maxWait}
+// NewHoldQueue returns a queue of at most max requests.
+func NewHoldQueue(max int) *HoldQueue {
+	q := &HoldQueue{max: max}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
 
-// Len is the number of requests held now (serai_router_held_requests).
+// Len is the number of requests held now.
 func (q *HoldQueue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.waiters)
 }
 
-// Hold blocks until Release lets this request go (nil, with how long it
-// was held), MaxWait passes (ErrHoldTimeout), ctx ends (the client hung
-// up: ctx.Err()), or at once when the queue is full (ErrHoldFull). first
-// is true for the request that found the queue empty: the caller sends the
-// wake signal then.
-func (q *HoldQueue) Hold(ctx context.Context, first func()) (time.Duration, error) {
+// Turn is a released request's place in line. Its holder chooses an
+// instance and then calls Done, which lets the next released request go;
+// Done is idempotent, so a caller can also defer it for early returns.
+type Turn struct {
+	q    *HoldQueue
+	once sync.Once
+}
+
+// Done ends this request's turn.
+func (t *Turn) Done() {
+	if t == nil {
+		return
+	}
+	t.once.Do(func() {
+		t.q.mu.Lock()
+		t.q.out++
+		t.q.cond.Broadcast()
+		t.q.mu.Unlock()
+	})
+}
+
+// Hold blocks until Release lets this request go and every request
+// released before it has called Done (a Turn, and how long it was held),
+// until wait passes (ErrHoldTimeout), until ctx ends (the client hung up:
+// ctx.Err()), or returns at once when the queue is full (ErrHoldFull).
+func (q *HoldQueue) Hold(ctx context.Context, wait time.Duration) (*Turn, time.Duration, error) {
 	start := time.Now()
 	w := &holdWaiter{ready: make(chan struct{})}
 	q.mu.Lock()
 	if len(q.waiters) >= q.max {
 		q.mu.Unlock()
-		return 0, ErrHoldFull
+		return nil, 0, ErrHoldFull
 	}
 	q.waiters = append(q.waiters, w)
-	wasEmpty := len(q.waiters) == 1
 	q.mu.Unlock()
-	if wasEmpty && first != nil {
-		first()
-	}
-	timer := time.NewTimer(q.maxWait)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case <-w.ready:
-		q.takeTurn(w)
-		return time.Since(start), nil
+		return q.takeTurn(w), time.Since(start), nil
 	case <-timer.C:
 		if q.leave(w) {
-			return time.Since(start), ErrHoldTimeout
+			return nil, time.Since(start), ErrHoldTimeout
 		}
 	case <-ctx.Done():
 		if q.leave(w) {
-			return time.Since(start), ctx.Err()
+			return nil, time.Since(start), ctx.Err()
 		}
 	}
 	// Released at the same moment it gave up: it was let go, so it goes
-	// (and must take its turn, or the ones after it would wait forever).
+	// (and takes its turn, or the ones after it would wait forever).
 	<-w.ready
-	q.takeTurn(w)
-	return time.Since(start), nil
+	return q.takeTurn(w), time.Since(start), nil
 }
 
-// takeTurn returns once every request released before w has returned.
-func (q *HoldQueue) takeTurn(w *holdWaiter) {
+// takeTurn waits until every request released before w has called Done.
+func (q *HoldQueue) takeTurn(w *holdWaiter) *Turn {
 	q.mu.Lock()
 	for q.out != w.order {
 		q.cond.Wait()
 	}
-	q.out++
-	q.cond.Broadcast()
 	q.mu.Unlock()
+	return &Turn{q: q}
 }
 
 // leave removes w if still held; false when Release already took it.
@@ -122,7 +134,8 @@ func (q *HoldQueue) leave(w *holdWaiter) bool {
 }
 
 // Release lets every held request go, in arrival order, and returns how
-// many. The router calls it when the variant gets a passing instance.
+// many. The router calls it when the endpoint's routing changes so that a
+// held request may now find an instance.
 func (q *HoldQueue) Release() int {
 	q.mu.Lock()
 	ws := q.waiters

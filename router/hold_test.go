@@ -19,22 +19,25 @@ func waitLen(t *testing.T, q *HoldQueue, n int) {
 	}
 }
 
-// Held requests leave in arrival order; the wake callback runs once, for
-// the request that found the queue empty.
+// Held requests take their turns in arrival order: what each does between
+// Hold and Done (choosing an instance, here appending to out) happens in
+// the order they arrived.
 func TestHoldOrder(t *testing.T) {
-	q := NewHoldQueue(64, time.Minute)
+	q := NewHoldQueue(64)
 	var mu sync.Mutex
 	var out []int
-	wakes := 0
 	var wg sync.WaitGroup
 	const n = 40
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := q.Hold(context.Background(), func() { wakes++ }); err != nil {
+			turn, _, err := q.Hold(context.Background(), time.Minute)
+			if err != nil {
 				t.Errorf("hold %d: %v", i, err)
+				return
 			}
+			defer turn.Done()
 			mu.Lock()
 			out = append(out, i)
 			mu.Unlock()
@@ -47,25 +50,22 @@ func TestHoldOrder(t *testing.T) {
 	wg.Wait()
 	for i, v := range out {
 		if v != i {
-			t.Fatalf("left in order %v, want arrival order", out)
+			t.Fatalf("took turns in order %v, want arrival order", out)
 		}
-	}
-	if wakes != 1 {
-		t.Errorf("wake callback ran %d times, want 1", wakes)
 	}
 }
 
-// Past Max the request is refused at once; past MaxWait it ends with
-// ErrHoldTimeout; neither hangs.
+// Past its length the request is refused at once; past its wait it ends
+// with ErrHoldTimeout; neither hangs.
 func TestHoldBounds(t *testing.T) {
-	q := NewHoldQueue(2, 150*time.Millisecond)
+	q := NewHoldQueue(2)
 	errs := make(chan error, 2)
 	for i := 0; i < 2; i++ {
-		go func() { _, err := q.Hold(context.Background(), nil); errs <- err }()
+		go func() { _, _, err := q.Hold(context.Background(), 150*time.Millisecond); errs <- err }()
 		waitLen(t, q, i+1)
 	}
 	start := time.Now()
-	if _, err := q.Hold(context.Background(), nil); !errors.Is(err, ErrHoldFull) || time.Since(start) > 50*time.Millisecond {
+	if _, _, err := q.Hold(context.Background(), time.Minute); !errors.Is(err, ErrHoldFull) || time.Since(start) > 50*time.Millisecond {
 		t.Fatalf("third hold: %v after %s, want ErrHoldFull at once", err, time.Since(start))
 	}
 	for i := 0; i < 2; i++ {
@@ -85,13 +85,17 @@ func TestHoldBounds(t *testing.T) {
 
 // A client that hangs up leaves the queue; the others still leave in order.
 func TestHoldClientHangUp(t *testing.T) {
-	q := NewHoldQueue(8, time.Minute)
+	q := NewHoldQueue(8)
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := make(chan error, 1)
-	go func() { _, err := q.Hold(ctx, nil); gone <- err }()
+	go func() { _, _, err := q.Hold(ctx, time.Minute); gone <- err }()
 	waitLen(t, q, 1)
 	stay := make(chan error, 1)
-	go func() { _, err := q.Hold(context.Background(), nil); stay <- err }()
+	go func() {
+		turn, _, err := q.Hold(context.Background(), time.Minute)
+		turn.Done()
+		stay <- err
+	}()
 	waitLen(t, q, 2)
 	cancel()
 	if err := <-gone; !errors.Is(err, context.Canceled) {
@@ -106,14 +110,20 @@ func TestHoldClientHangUp(t *testing.T) {
 	}
 }
 
-// Release racing timeouts never strands a request (run with -race).
+// Release racing timeouts never strands a request, and a released request
+// that gave up at the same moment still takes (and ends) its turn (run
+// with -race).
 func TestHoldReleaseRace(t *testing.T) {
 	for round := 0; round < 50; round++ {
-		q := NewHoldQueue(16, time.Millisecond)
+		q := NewHoldQueue(16)
 		var wg sync.WaitGroup
 		for i := 0; i < 8; i++ {
 			wg.Add(1)
-			go func() { defer wg.Done(); _, _ = q.Hold(context.Background(), nil) }()
+			go func() {
+				defer wg.Done()
+				turn, _, _ := q.Hold(context.Background(), time.Millisecond)
+				turn.Done()
+			}()
 		}
 		time.Sleep(time.Millisecond)
 		q.Release()
