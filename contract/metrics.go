@@ -16,6 +16,11 @@ const (
 	MetricModelLatency = "serai_router_model_latency_seconds"
 	// MetricHealthyInstances is the per-variant healthy instance gauge.
 	MetricHealthyInstances = "serai_router_healthy_instances"
+	// MetricHeldRequests is the per-variant gauge of requests a router
+	// holds while the variant scales from zero: the scaling query counts
+	// them as load, so a woken variant is not scaled back to zero while
+	// its first requests wait.
+	MetricHeldRequests = "serai_router_held_requests"
 )
 
 // Labels every per-variant router series carries.

@@ -24,7 +24,7 @@ import (
 //	  "endpoint": "churn",
 //	  "generations": [
 //	    {"generation": 3, "weight": 0.9, "variants": [{"name": "a", "weight": 0.8}, {"name": "b", "weight": 0.2}]},
-//	    {"generation": 4, "weight": 0.1, "variants": [{"name": "a", "weight": 1}]}
+//	    {"generation": 4, "weight": 0.1, "variants": [{"name": "a", "weight": 1, "scale_from_zero": true}]}
 //	  ],
 //	  "shadow": [{"variant": "s", "generation": 4, "sampling_percent": 10}],
 //	  "timeout": "60s"
@@ -39,6 +39,10 @@ import (
 //     variant's share is weight/sum(variant weights). The effective weight of
 //     (generation, variant) is the product. Weights are non-negative and
 //     relative; 0 means no traffic unless a request targets the variant.
+//   - scale_from_zero (on a variant): the variant autoscales with
+//     min_capacity 0, so having no instance is normal for it. A router
+//     holds a request that finds no instance for it and writes its wake key
+//     (wake.go) instead of answering 503. Absent means false.
 //   - shadow: variants that receive a mirrored sample (sampling_percent of
 //     requests, 0 < p <= 100) whose answers are discarded.
 //   - timeout: model timeout as a Go duration; empty means the router's
@@ -88,8 +92,9 @@ type Generation struct {
 
 // Variant is a production variant's share of its generation's traffic.
 type Variant struct {
-	Name   string  `json:"name"`
-	Weight float64 `json:"weight"`
+	Name          string  `json:"name"`
+	Weight        float64 `json:"weight"`
+	ScaleFromZero bool    `json:"scale_from_zero,omitempty"`
 }
 
 // Shadow mirrors a sample of the endpoint's requests to a shadow variant.

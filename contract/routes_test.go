@@ -14,7 +14,7 @@ func TestRoutesGoldenRoundTrip(t *testing.T) {
 		Endpoint: "churn",
 		Generations: []Generation{
 			{Generation: 3, Weight: 0.9, Variants: []Variant{{Name: "a", Weight: 0.8}, {Name: "b", Weight: 0.2}}},
-			{Generation: 4, Weight: 0.1, Variants: []Variant{{Name: "a", Weight: 1}}},
+			{Generation: 4, Weight: 0.1, Variants: []Variant{{Name: "a", Weight: 1, ScaleFromZero: true}}},
 		},
 		Shadow:  []Shadow{{Variant: "s", Generation: 4, SamplingPercent: 10}},
 		Timeout: Duration(time.Minute),
@@ -34,7 +34,8 @@ func TestRoutesGoldenRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if time.Duration(back.Timeout) != time.Minute || len(back.Generations) != 2 || back.Shadow[0].SamplingPercent != 10 {
+	if time.Duration(back.Timeout) != time.Minute || len(back.Generations) != 2 || back.Shadow[0].SamplingPercent != 10 ||
+		back.Generations[0].Variants[0].ScaleFromZero || !back.Generations[1].Variants[0].ScaleFromZero {
 		t.Errorf("decoded %+v", back)
 	}
 	ew := back.EffectiveWeights()

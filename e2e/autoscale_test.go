@@ -176,6 +176,18 @@ func TestAutoscaling(t *testing.T) {
 }
 
 func asSpec(storeURL, modelServer, sum string) string {
+	return autoscaleSpec(storeURL, modelServer, sum, scaling{asMin, asMin, asMax, asOutCool, asInCool, asEvalEach})
+}
+
+// scaling is the variant's instance_count and autoscaling block.
+type scaling struct {
+	count, min, max int
+	out, in, eval   time.Duration
+}
+
+// autoscaleSpec is one endpoint of one autoscaling variant v1 (target
+// asTarget invocations per instance per minute).
+func autoscaleSpec(storeURL, modelServer, sum string, sc scaling) string {
 	return fmt.Sprintf(`
 artifact_store %q {
   endpoint   = %q
@@ -216,8 +228,8 @@ endpoint_config "iris-as" {
 endpoint %q {
   config = "iris-as"
 }
-`, storeName, storeURL, bucket, sum, storeName, modelServer, asMin, asMin, asMax, asTarget,
-		asOutCool.String(), asInCool.String(), asEvalEach.String(), endpointName)
+`, storeName, storeURL, bucket, sum, storeName, modelServer, sc.count, sc.min, sc.max, asTarget,
+		sc.out.String(), sc.in.String(), sc.eval.String(), endpointName)
 }
 
 // checkCompiledPolicy: the job the control plane registered carries the

@@ -11,6 +11,7 @@ import (
 const (
 	MetricInvocations      = contract.MetricInvocations
 	MetricHealthyInstances = contract.MetricHealthyInstances
+	MetricHeldRequests     = contract.MetricHeldRequests
 )
 
 // Defaults follow SageMaker's target-tracking defaults (300 s cooldowns) and
@@ -38,13 +39,16 @@ type Scaling struct {
 
 // Query is the PromQL the check runs: invocations per minute over the last
 // minute, summed over every router (each router counts only the requests it
-// routed), divided by the instances healthy in Consul as one router sees
-// them. Every router reports the same healthy-instance count, so the gauge
-// is taken with max() across routers, never summed: summing would multiply
-// the divisor by the number of routers and halve the measured load with each
+// routed), plus the requests the routers hold right now for the variant
+// (scale from zero: each held request is an invocation not yet counted),
+// divided by the instances healthy in Consul as one router sees them.
+// Every router reports the same healthy-instance count, so the gauge is
+// taken with max() across routers, never summed: summing would multiply the
+// divisor by the number of routers and halve the measured load with each
 // router added. max() also ignores a router whose view still lags behind.
 // The target-value strategy's ratio (metric / target) then scales the count
-// directly.
+// directly; from 0 instances the autoscaler takes ceil(metric / target),
+// so any held request asks for one instance.
 //
 // When no router has counted an invocation for the variant yet, the rate is
 // taken as 0 as long as some router reports the variant (so an idle variant
@@ -55,8 +59,8 @@ type Scaling struct {
 func (s Scaling) Query() string {
 	sel := fmt.Sprintf(`{endpoint=%q,variant=%q,generation="%d"}`, s.Endpoint, s.Variant, s.Generation)
 	healthy := fmt.Sprintf(`max(%s%s)`, MetricHealthyInstances, sel)
-	return fmt.Sprintf(`(sum(rate(%s%s[1m])) or (%s * 0)) * 60 / clamp_min(%s, 1)`,
-		MetricInvocations, sel, healthy, healthy)
+	return fmt.Sprintf(`((sum(rate(%s%s[1m])) or (%s * 0)) * 60 + (sum(%s%s) or (%s * 0))) / clamp_min(%s, 1)`,
+		MetricInvocations, sel, healthy, MetricHeldRequests, sel, healthy, healthy)
 }
 
 // NomadPolicy returns the task group scaling block's `policy` as Nomad

@@ -20,7 +20,8 @@ func TestQueryShape(t *testing.T) {
 	for _, want := range []string{
 		`sum(rate(` + MetricInvocations + sel + `[1m]))`,
 		`clamp_min(max(` + MetricHealthyInstances + sel + `), 1)`,
-		`* 60 /`,
+		`sum(` + MetricHeldRequests + sel + `)`,
+		`* 60 +`,
 	} {
 		if !strings.Contains(q, want) {
 			t.Errorf("query lacks %q:\n%s", want, q)
@@ -29,8 +30,8 @@ func TestQueryShape(t *testing.T) {
 	if strings.Contains(q, "sum("+MetricHealthyInstances) || strings.Contains(q, "count(") {
 		t.Errorf("query adds up the routers' healthy-instance gauges:\n%s", q)
 	}
-	if n := strings.Count(q, sel); n != 3 {
-		t.Errorf("query selects the variant %d times, want 3 (each series read):\n%s", n, q)
+	if n := strings.Count(q, sel); n != 5 {
+		t.Errorf("query selects the variant %d times, want 5 (each series read):\n%s", n, q)
 	}
 }
 
@@ -63,6 +64,10 @@ func TestQueryArithmetic(t *testing.T) {
 	idle := series(MetricHealthyInstances, "r1", "3x12") + series(MetricHealthyInstances, "r2", "3x12")
 	// A variant with no healthy instance: no division by zero.
 	none := series(MetricInvocations, "r1", "0+15x12") + series(MetricHealthyInstances, "r1", "0x12")
+	// Scaled to zero, two routers holding 3 and 2 requests: 5, so the
+	// autoscaler asks for ceil(5/600) = 1 instance.
+	held := series(MetricHealthyInstances, "r1", "0x12") + series(MetricHealthyInstances, "r2", "0x12") +
+		series(MetricHeldRequests, "r1", "3x12") + series(MetricHeldRequests, "r2", "2x12")
 	q := strings.ReplaceAll(testScaling.Query(), "'", "''")
 	test := func(input, want string) string {
 		return "  - interval: 15s\n    input_series:\n" + input +
@@ -72,6 +77,7 @@ func TestQueryArithmetic(t *testing.T) {
 		test(twoRouters, "          - labels: '{}'\n            value: 600\n") +
 		test(idle, "          - labels: '{}'\n            value: 0\n") +
 		test(none, "          - labels: '{}'\n            value: 60\n") +
+		test(held, "          - labels: '{}'\n            value: 5\n") +
 		// No router reports the variant at all: no sample, no action.
 		"  - interval: 15s\n    input_series:\n" +
 		fmt.Sprintf("      - series: 'up%s'\n        values: '1x12'\n", sel("r1")) +

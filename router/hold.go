@@ -34,6 +34,9 @@ type HoldQueue struct {
 	// released numbers the requests Release let go; out is the number of
 	// the one whose turn it is.
 	released, out uint64
+	// epoch counts Releases, so a request that looked at the routing table
+	// before a Release it then missed is let go at once (HoldSince).
+	epoch uint64
 }
 
 type holdWaiter struct {
@@ -76,17 +79,39 @@ func (t *Turn) Done() {
 	})
 }
 
-// Hold blocks until Release lets this request go and every request
+// Epoch is the number of Releases so far.
+func (q *HoldQueue) Epoch() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.epoch
+}
+
+// Hold is HoldSince the current epoch.
+func (q *HoldQueue) Hold(ctx context.Context, wait time.Duration) (*Turn, time.Duration, error) {
+	return q.HoldSince(ctx, wait, q.Epoch())
+}
+
+// HoldSince blocks until Release lets this request go and every request
 // released before it has called Done (a Turn, and how long it was held),
 // until wait passes (ErrHoldTimeout), until ctx ends (the client hung up:
 // ctx.Err()), or returns at once when the queue is full (ErrHoldFull).
-func (q *HoldQueue) Hold(ctx context.Context, wait time.Duration) (*Turn, time.Duration, error) {
+// When a Release happened after epoch (Epoch, read before the caller
+// looked for an instance), the request is let go at once, taking its turn
+// after those already released: the change it missed may have brought
+// the instance it needs.
+func (q *HoldQueue) HoldSince(ctx context.Context, wait time.Duration, epoch uint64) (*Turn, time.Duration, error) {
 	start := time.Now()
 	w := &holdWaiter{ready: make(chan struct{})}
 	q.mu.Lock()
 	if len(q.waiters) >= q.max {
 		q.mu.Unlock()
 		return nil, 0, ErrHoldFull
+	}
+	if q.epoch != epoch {
+		w.order = q.released
+		q.released++
+		q.mu.Unlock()
+		return q.takeTurn(w), 0, nil
 	}
 	q.waiters = append(q.waiters, w)
 	q.mu.Unlock()
@@ -138,6 +163,7 @@ func (q *HoldQueue) leave(w *holdWaiter) bool {
 // held request may now find an instance.
 func (q *HoldQueue) Release() int {
 	q.mu.Lock()
+	q.epoch++
 	ws := q.waiters
 	q.waiters = nil
 	for _, w := range ws {

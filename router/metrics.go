@@ -28,6 +28,9 @@ type metrics struct {
 	ejected      *prometheus.GaugeVec
 	ejections    *prometheus.CounterVec
 	retries      *prometheus.CounterVec
+	held         *prometheus.GaugeVec
+	coldStart    *prometheus.HistogramVec
+	holdOutcomes *prometheus.CounterVec
 
 	streams *streamVecs
 
@@ -68,6 +71,8 @@ type variantMetrics struct {
 	ejected      prometheus.Gauge
 	ejections    prometheus.Counter
 	retries      prometheus.Counter
+	held         prometheus.Gauge
+	coldStart    prometheus.Observer
 	stream       *streamMetrics
 }
 
@@ -77,6 +82,10 @@ type shadowMetrics struct {
 	latency     prometheus.Observer
 	dropped     prometheus.Counter
 }
+
+// coldStartBuckets span a model already on the node (about a second) to
+// SageMaker's invocation timeout.
+var coldStartBuckets = []float64{0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120}
 
 // latencyBuckets spans 100µs (router overhead) to 60s (model timeout).
 var latencyBuckets = []float64{
@@ -117,6 +126,15 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "serai_router_retries_total", Help: "Requests retried on another instance after a connection failure.",
 		}, ev),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: contract.MetricHeldRequests, Help: "Requests held while the variant scales from zero (a request waiting for several variants counts for each).",
+		}, ev),
+		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "serai_router_cold_start_seconds", Help: "How long a request was held while its variant scaled from zero, counted when it is sent.", Buckets: coldStartBuckets,
+		}, ev),
+		holdOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "serai_router_hold_outcomes_total", Help: "Requests held while a variant scaled from zero, by how the hold ended: sent, full (queue full, 429), timeout (429), gone (the client hung up), no_instance (the variant stopped scaling from zero, 503).",
+		}, []string{contract.LabelEndpoint, "outcome"}),
 		shadowInvocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "serai_router_shadow_invocations_total", Help: "Mirrored requests sent to a shadow variant.",
 		}, ev),
@@ -155,7 +173,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 		Help: "How long the oldest failing discovery watch has been failing; 0 when all are in sync.",
 	}, staleness)
 	reg.MustRegister(m.invocations, m.errors4xx, m.errors5xx, m.modelLatency, m.overhead,
-		m.inFlight, m.healthy, m.ejected, m.ejections, m.retries,
+		m.inFlight, m.healthy, m.ejected, m.ejections, m.retries, m.held, m.coldStart, m.holdOutcomes,
 		m.shadowInvocations, m.shadowErrors, m.shadowLatency, m.shadowDropped,
 		m.rejected, m.discoveryUp, m.discoveryErrors, m.tableUpdates, m.tableLastUpdate,
 		m.discoveryLastSync, staleGauge)
@@ -224,6 +242,8 @@ func (m *metrics) variant(endpoint, variant string, generation int) *variantMetr
 		ejected:      m.ejected.WithLabelValues(k[:]...),
 		ejections:    m.ejections.WithLabelValues(k[:]...),
 		retries:      m.retries.WithLabelValues(k[:]...),
+		held:         m.held.WithLabelValues(k[:]...),
+		coldStart:    m.coldStart.WithLabelValues(k[:]...),
 		stream:       m.streams.child(k),
 	}
 	m.variants[k] = v
@@ -264,9 +284,14 @@ func (m *metrics) forget(endpoint string, keep map[[3]string]bool, keepShadow ma
 		m.modelLatency.DeleteLabelValues(k[:]...)
 		m.overhead.DeleteLabelValues(k[:]...)
 		m.inFlight.DeleteLabelValues(k[:]...)
+		m.held.DeleteLabelValues(k[:]...)
+		m.coldStart.DeleteLabelValues(k[:]...)
 		m.healthy.DeleteLabelValues(k[:]...)
 		m.ejected.DeleteLabelValues(k[:]...)
 		m.streams.forget(k)
+	}
+	if keep == nil {
+		m.holdOutcomes.DeletePartialMatch(prometheus.Labels{contract.LabelEndpoint: endpoint})
 	}
 	for k := range m.shadows {
 		if k[0] != endpoint || keepShadow[k] {

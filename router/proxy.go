@@ -213,6 +213,22 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 			req.sessionID = NewSession
 		}
 		s, in, perr = e.choose(target)
+		if rt.cfg.Waker != nil {
+			if perr == pickNoInstance && len(e.wakeFor(target)) > 0 {
+				var outcome string
+				e, s, in, perr, outcome = rt.holdForInstance(r.Context(), e, target, start)
+				rt.m.holdOutcomes.WithLabelValues(name, outcome).Inc()
+				switch outcome {
+				case holdFull, holdTimeout:
+					notReady(w, e, target, outcome)
+					return
+				case holdGone:
+					return
+				}
+			} else if target == "" && e.sleeping != nil {
+				rt.signalWake(name, e.sleeping)
+			}
+		}
 	}
 	switch perr {
 	case pickUnknownVariant:

@@ -107,6 +107,16 @@ type Config struct {
 	// read), so it can authorize by access key ID. Without either, AWS
 	// signature headers are accepted and ignored.
 	Authenticate func(*http.Request) error
+
+	// Waker, when set, turns on scale from zero (scalezero.go): a request
+	// for a variant the routing table marks scale_from_zero that finds no
+	// instance is held while the Waker signals the control plane through
+	// Consul KV, instead of answered 503. Nil: such requests get 503.
+	Waker *Waker
+	// HoldQueueLength bounds the requests held per endpoint while a
+	// variant scales from zero; more are answered 429 at once (default
+	// 256).
+	HoldQueueLength int
 }
 
 func (c *Config) setDefaults() {
@@ -152,6 +162,9 @@ func (c *Config) setDefaults() {
 	if c.Account == "" {
 		c.Account = "serai"
 	}
+	if c.HoldQueueLength <= 0 {
+		c.HoldQueueLength = DefaultHoldQueueLength
+	}
 }
 
 // Router is the invoke data plane: an http.Handler serving the SageMaker
@@ -188,6 +201,7 @@ type Router struct {
 	discovered map[string][]Instance
 	live       map[string]map[string]*instance
 	syncs      map[string]*syncState
+	holds      map[string]*HoldQueue // scale from zero, per endpoint
 	closed     bool
 
 	stopJanitor chan struct{}
@@ -212,6 +226,7 @@ func New(cfg Config) (*Router, error) {
 		discovered:  map[string][]Instance{},
 		live:        map[string]map[string]*instance{},
 		syncs:       map[string]*syncState{},
+		holds:       map[string]*HoldQueue{},
 		stopJanitor: make(chan struct{}),
 		janitorDone: make(chan struct{}),
 		up: &upstreamConfig{
@@ -404,6 +419,7 @@ func (rt *Router) rebuildLocked(name string) {
 	}
 	rt.table.Store(next)
 	rt.m.tableUpdated(time.Now())
+	rt.releaseHeldLocked(name, routes == nil)
 }
 
 func (rt *Router) retireLocked(in *instance) {

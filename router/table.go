@@ -34,6 +34,15 @@ type endpoint struct {
 
 	shadows []*shadowSlot
 
+	// wake lists, per targeted variant, the scale-from-zero slots that have
+	// no instance now; wake[""] those with weight, for untargeted requests.
+	// A request that finds no instance is held while they are woken
+	// (scalezero.go). sleeping is wake[""] when untargeted requests still
+	// have somewhere to go: those slots are woken without holding anyone,
+	// so they get their share back.
+	wake     map[string][]*slot
+	sleeping []*slot
+
 	// sessions finds the instance a session ID names: every instance of a
 	// production variant Consul reports healthy, ejected ones included
 	// (a session lives on one instance only).
@@ -53,9 +62,12 @@ type slot struct {
 	variant    string
 	generation int
 	weight     float64 // effective weight, for tests and debugging
-	header     []string
-	insts      []*instance
-	vm         *variantMetrics
+	// scaleFromZero: the routing table says the variant may be at zero
+	// instances and is to be woken, not refused.
+	scaleFromZero bool
+	header        []string
+	insts         []*instance
+	vm            *variantMetrics
 }
 
 type shadowSlot struct {
@@ -243,10 +255,11 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 			sk := seriesKey(name, v.Name, g.Generation)
 			keep[sk] = true
 			s := &slot{
-				variant:    v.Name,
-				generation: g.Generation,
-				header:     []string{v.Name},
-				vm:         rt.m.variant(name, v.Name, g.Generation),
+				variant:       v.Name,
+				generation:    g.Generation,
+				scaleFromZero: v.ScaleFromZero,
+				header:        []string{v.Name},
+				vm:            rt.m.variant(name, v.Name, g.Generation),
 			}
 			if vsum > 0 {
 				s.weight = genShare * v.Weight / vsum
@@ -280,6 +293,19 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 		}
 	}
 
+	for _, c := range all {
+		if !c.s.scaleFromZero || c.available {
+			continue
+		}
+		if e.wake == nil {
+			e.wake = map[string][]*slot{}
+		}
+		e.wake[c.s.variant] = append(e.wake[c.s.variant], c.s)
+		if c.s.weight > 0 {
+			e.wake[""] = append(e.wake[""], c.s)
+		}
+	}
+
 	// Untargeted: weighted over available, non-degraded slots with weight;
 	// degraded ones only if nothing else is left.
 	for _, degradedOK := range []bool{false, true} {
@@ -294,6 +320,10 @@ func (rt *Router) buildEndpoint(name string, routes *Routes, live map[string]*in
 			e.pick = newAlias(w)
 			break
 		}
+	}
+
+	if len(e.slots) > 0 {
+		e.sleeping = e.wake[""]
 	}
 
 	// Targeted: a target wins over weights, so weight-0 variants are

@@ -37,6 +37,32 @@ type Waker struct {
 	last map[string]time.Time
 }
 
+// Signal is Wake without waiting: when the variant's interval has passed
+// it writes in the background (bounded by timeout) and reports a failed
+// write to onErr; otherwise it returns at once. The request path calls it
+// for every request that wants a sleeping variant.
+func (w *Waker) Signal(endpoint string, generation int, variant string, timeout time.Duration, onErr func(error)) {
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	key := contract.WakeKey(endpoint, generation, variant)
+	w.mu.Lock()
+	last, ok := w.last[key]
+	due := !ok || now().Sub(last) >= w.Every
+	w.mu.Unlock()
+	if !due {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if _, err := w.Wake(ctx, endpoint, generation, variant); err != nil && onErr != nil {
+			onErr(err)
+		}
+	}()
+}
+
 // Wake writes the variant's wake key unless it was written less than Every
 // ago; it reports whether it wrote.
 func (w *Waker) Wake(ctx context.Context, endpoint string, generation int, variant string) (bool, error) {

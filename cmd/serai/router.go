@@ -38,6 +38,8 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "session-key-file", Usage: "`FILE` of hex HMAC keys (one per line, at least 32 bytes each; the first signs) that every router of the fleet shares; turns on stateful sessions (SessionId)"},
 			&cli.DurationFlag{Name: "stream-timeout", Value: router.DefaultStreamTimeout, Usage: "longest InvokeEndpointWithResponseStream answer"},
 			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
+			&cli.BoolFlag{Name: "scale-from-zero", Value: true, Usage: "hold requests for a variant scaled to zero (autoscaling min_capacity 0) and ask the serai server to start it by writing Consul KV serai/wake/ (the router's only KV write); off: such requests get 503"},
+			&cli.IntFlag{Name: "hold-queue-length", Value: router.DefaultHoldQueueLength, Usage: "requests held per endpoint while a variant scales from zero; more get ModelNotReadyException (429)"},
 		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
 	}
@@ -45,6 +47,12 @@ func routerCommand() *cli.Command {
 
 // routerGCPercent is the router's default GOGC.
 const routerGCPercent = 400
+
+// wakeEvery spaces a router's wake-key writes for one variant: the server
+// acts on the key within a reconcile tick and keeps it until an instance
+// passes, so one write per burst is enough and a rewrite every few seconds
+// covers a key deleted while requests still wait.
+const wakeEvery = 5 * time.Second
 
 func runRouter(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -96,12 +104,28 @@ func runRouter(c *cli.Context) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(routerGCPercent)
 	}
+	if c.Int("hold-queue-length") <= 0 {
+		return cli.Exit("serai router: --hold-queue-length must be positive", exitUsage)
+	}
+	var waker *router.Waker
+	if c.Bool("scale-from-zero") {
+		who := c.String("advertise-addr")
+		if who == "" {
+			who = c.String("listen")
+		}
+		if host, err := os.Hostname(); err == nil {
+			who = host + "/" + who
+		}
+		waker = &router.Waker{KV: router.ConsulWakeKV{Client: consul}, Router: who, Every: wakeEvery}
+	}
 	rt, err := router.New(router.Config{
-		Logger:      log,
-		Timeout:     c.Duration("timeout"),
-		MaxInFlight: c.Int64("max-in-flight"),
-		SigV4Keys:   keys,
-		SigV4Region: c.String("sigv4-region"),
+		Waker:           waker,
+		HoldQueueLength: c.Int("hold-queue-length"),
+		Logger:          log,
+		Timeout:         c.Duration("timeout"),
+		MaxInFlight:     c.Int64("max-in-flight"),
+		SigV4Keys:       keys,
+		SigV4Region:     c.String("sigv4-region"),
 
 		SessionKeys:   sessionKeys,
 		StreamTimeout: c.Duration("stream-timeout"),

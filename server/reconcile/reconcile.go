@@ -656,7 +656,8 @@ func newGeneration(gen int, cfg *records.EndpointConfig) records.Generation {
 			w = *v.InitialVariantWeight
 		}
 		prodWeight += w
-		g.Variants = append(g.Variants, records.VariantWeight{Name: v.VariantName, Weight: w})
+		g.Variants = append(g.Variants, records.VariantWeight{Name: v.VariantName, Weight: w,
+			ScaleFromZero: v.Serai != nil && v.Serai.Autoscaling != nil && v.Serai.Autoscaling.MinCapacity == 0})
 	}
 	for _, v := range cfg.Spec.ShadowProductionVariants {
 		pct := 100.0
@@ -688,7 +689,7 @@ func RoutesFor(ep *records.Endpoint) *contract.Routes {
 		}
 		gen := contract.Generation{Generation: g.Generation, Weight: g.Weight}
 		for _, v := range g.Variants {
-			gen.Variants = append(gen.Variants, contract.Variant{Name: v.Name, Weight: v.Weight})
+			gen.Variants = append(gen.Variants, contract.Variant{Name: v.Name, Weight: v.Weight, ScaleFromZero: v.ScaleFromZero})
 		}
 		rt.Generations = append(rt.Generations, gen)
 		for _, s := range g.Shadows {

@@ -113,6 +113,9 @@ type ShadowSampling struct {
 type VariantWeight struct {
 	Name   string  `json:"name"`
 	Weight float64 `json:"weight"`
+	// ScaleFromZero: the variant autoscales with MinCapacity 0, so it may
+	// have no instance; routers hold its requests and wake it.
+	ScaleFromZero bool `json:"scale_from_zero,omitempty"`
 }
 
 // Operation is the work under way on an endpoint.
