@@ -133,7 +133,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 			Name: "serai_router_cold_start_seconds", Help: "How long a request was held while its variant scaled from zero, counted when it is sent.", Buckets: coldStartBuckets,
 		}, ev),
 		holdOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "serai_router_hold_outcomes_total", Help: "Requests held while a variant scaled from zero, by how the hold ended: sent, full (queue full, 429), timeout (429), gone (the client hung up), no_instance (the variant stopped scaling from zero, 503).",
+			Name: "serai_router_hold_outcomes_total", Help: "Requests held while a variant scaled from zero, by how the hold ended: sent, full (queue full, 429), timeout (429), gone (the client hung up), no_instance (the variant stopped scaling from zero, 503), draining (the router shut down, 503).",
 		}, []string{contract.LabelEndpoint, "outcome"}),
 		shadowInvocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "serai_router_shadow_invocations_total", Help: "Mirrored requests sent to a shadow variant.",

@@ -222,6 +222,9 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 				case holdFull, holdTimeout:
 					notReady(w, e, target, outcome)
 					return
+				case holdDraining:
+					draining(w, e)
+					return
 				case holdGone:
 					return
 				}

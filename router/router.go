@@ -509,8 +509,19 @@ func (rt *Router) janitor() {
 }
 
 // SetDraining makes /ping answer 503 so load balancers stop sending new
-// requests while in-flight ones finish.
-func (rt *Router) SetDraining(v bool) { rt.draining.Store(v) }
+// requests while in-flight ones finish. Requests held for a variant
+// scaling from zero are not worth waiting for then: they are answered 503
+// at once, so the client retries on another router.
+func (rt *Router) SetDraining(v bool) {
+	rt.draining.Store(v)
+	if v {
+		rt.mu.Lock()
+		for _, q := range rt.holds {
+			q.Release()
+		}
+		rt.mu.Unlock()
+	}
+}
 
 // Close waits for mirrored requests, stops timers and closes idle
 // connections. In-flight invocations must be finished first (the HTTP

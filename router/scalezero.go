@@ -34,6 +34,7 @@ const (
 	holdTimeout    = "timeout"
 	holdGone       = "gone"
 	holdNoInstance = "no_instance"
+	holdDraining   = "draining"
 )
 
 // wakeFor is what a request for target (or "" for any variant) that found
@@ -110,6 +111,9 @@ func (rt *Router) holdForInstance(ctx context.Context, e *endpoint, target strin
 		if perr != pickNoInstance || len(wake) == 0 {
 			return e, nil, nil, perr, holdNoInstance
 		}
+		if rt.draining.Load() {
+			return e, nil, nil, perr, holdDraining
+		}
 		rt.signalWake(e.name, wake)
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -133,6 +137,12 @@ func (rt *Router) holdForInstance(ctx context.Context, e *endpoint, target strin
 			return e, nil, nil, perr, holdGone
 		}
 	}
+}
+
+// draining answers a held request when the router shuts down.
+func draining(w http.ResponseWriter, e *endpoint) {
+	e.em.errors5xx.Inc()
+	writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is shutting down; retry on another router.")
 }
 
 // notReady answers a request whose hold ran past its bounds.

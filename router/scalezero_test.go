@@ -208,6 +208,21 @@ func TestScaleFromZeroOnlyWhereAsked(t *testing.T) {
 		t.Errorf("held targeted request answered %q", got)
 	}
 
+	// Shutting down: held requests are answered 503 at once.
+	e.rt.SetRoutes("idle", sleepy("idle", 30*time.Second, 0))
+	drained := make(chan int, 1)
+	go func() { resp, _ := e.invoke("idle", []byte("x")); drained <- resp.StatusCode }()
+	waitFor(t, 10*time.Second, "held", func() bool { return e.heldNow("idle") == 1 })
+	e.rt.SetDraining(true)
+	select {
+	case code := <-drained:
+		if code != 503 {
+			t.Errorf("held request on shutdown: %d, want 503", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("held request not answered on shutdown")
+	}
+
 	noWaker := newEnv(t, Config{})
 	noWaker.rt.SetRoutes("demo", sleepy("demo", 30*time.Second, 0))
 	resp, body = noWaker.invoke("demo", []byte("x"))
