@@ -195,6 +195,10 @@ func heartbeat(ctx context.Context, c *consulapi.Client, id, adv string, ttl tim
 	}
 }
 
+// leaderSessionTTL backs up the session's checks: a leader cut off from
+// its agent loses the lock within this.
+const leaderSessionTTL = "15s"
+
 // lead contends for the leader lock and runs the reconciler while holding
 // it.
 func lead(ctx context.Context, cfg Config, id, checkID string, log hclog.Logger) {
@@ -210,21 +214,32 @@ func lead(ctx context.Context, cfg Config, id, checkID string, log hclog.Logger)
 }
 
 func leadOnce(ctx context.Context, cfg Config, id string, log hclog.Logger) error {
+	// The session is created here, not by the lock, so its ID can fence
+	// the routing-table writes of this leadership term (cluster.Consul.Fenced).
+	sid, _, err := cfg.Consul.Session().Create(&consulapi.SessionEntry{
+		Name: "serai-server leader " + id,
+		// The session dies with this server's alive check (seconds),
+		// not only at its TTL.
+		Checks: []string{"serfHealth", checkIDFor(id)},
+		TTL:    leaderSessionTTL,
+		// Consul's default lock-delay (15 s) would hold a dead leader's
+		// lock that long; the records' check-and-set and the fenced
+		// routing-table writes already keep an old leader's late writes
+		// from doing harm.
+		LockDelay: 10 * time.Millisecond,
+		Behavior:  consulapi.SessionBehaviorRelease,
+	}, (&consulapi.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("create the leader session: %w", err)
+	}
+	// Closing renewDone makes RenewPeriodic destroy the session.
+	renewDone := make(chan struct{})
+	defer close(renewDone)
+	go func() { _ = cfg.Consul.Session().RenewPeriodic(leaderSessionTTL, sid, nil, renewDone) }()
 	lock, err := cfg.Consul.LockOpts(&consulapi.LockOptions{
-		Key:   contract.LeaderKey,
-		Value: []byte(id),
-		SessionOpts: &consulapi.SessionEntry{
-			Name: "serai-server leader " + id,
-			// The session dies with this server's alive check (seconds),
-			// not only at its TTL.
-			Checks: []string{"serfHealth", checkIDFor(id)},
-			TTL:    "15s",
-			// Consul's default lock-delay (15 s) would hold a dead
-			// leader's lock that long; the records' check-and-set already
-			// keeps an old leader's late writes from doing harm.
-			LockDelay: 10 * time.Millisecond,
-			Behavior:  consulapi.SessionBehaviorRelease,
-		},
+		Key:              contract.LeaderKey,
+		Value:            []byte(id),
+		Session:          sid,
 		MonitorRetries:   3,
 		MonitorRetryTime: time.Second,
 		LockWaitTime:     2 * time.Second,
@@ -259,6 +274,11 @@ func leadOnce(ctx context.Context, cfg Config, id string, log hclog.Logger) erro
 	rcfg := cfg.Reconcile
 	if rcfg.Logger == nil {
 		rcfg.Logger = log
+	}
+	if f, ok := rcfg.Routes.(interface {
+		Fenced(session string) reconcile.Routes
+	}); ok {
+		rcfg.Routes = f.Fenced(sid)
 	}
 	r, err := reconcile.New(rcfg)
 	if err != nil {

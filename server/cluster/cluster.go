@@ -288,8 +288,27 @@ func scalingSource(e nomadapi.ScalingEvent) string {
 	return ""
 }
 
-// Consul reads instances and writes routing tables.
-type Consul struct{ Client *consulapi.Client }
+// Consul reads instances and writes routing tables. With Session set (the
+// session holding the leader lock contract.LeaderKey; see Fenced), every
+// routing-table write and delete is a Consul transaction that first checks
+// the session still holds the lock, so a leader that lost the lock in the
+// middle of a step cannot overwrite the table its successor wrote.
+type Consul struct {
+	Client  *consulapi.Client
+	Session string
+}
+
+// Fenced returns a copy whose routing-table writes hold only while session
+// holds the leader lock. The server calls it for each leadership term.
+func (c *Consul) Fenced(session string) reconcile.Routes {
+	cp := *c
+	cp.Session = session
+	return &cp
+}
+
+// ErrNotLeader: a fenced write found the lock held by another session (or
+// by none).
+var ErrNotLeader = errors.New("this server no longer holds the leader lock " + contract.LeaderKey)
 
 // Passing implements reconcile.Instances.
 func (c *Consul) Passing(ctx context.Context, endpoint string) (map[reconcile.GV]int, error) {
@@ -315,8 +334,7 @@ func (c *Consul) Put(ctx context.Context, r *contract.Routes) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.Client.KV().Put(&consulapi.KVPair{Key: contract.RoutesKey(r.Endpoint), Value: b}, (&consulapi.WriteOptions{}).WithContext(ctx))
-	if err != nil {
+	if err := c.write(ctx, &consulapi.KVTxnOp{Verb: consulapi.KVSet, Key: contract.RoutesKey(r.Endpoint), Value: b}); err != nil {
 		return fmt.Errorf("write routing table of %s: %w", r.Endpoint, err)
 	}
 	return nil
@@ -324,8 +342,43 @@ func (c *Consul) Put(ctx context.Context, r *contract.Routes) error {
 
 // Delete implements reconcile.Routes.
 func (c *Consul) Delete(ctx context.Context, endpoint string) error {
-	if _, err := c.Client.KV().Delete(contract.RoutesKey(endpoint), (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
+	if err := c.write(ctx, &consulapi.KVTxnOp{Verb: consulapi.KVDelete, Key: contract.RoutesKey(endpoint)}); err != nil {
 		return fmt.Errorf("delete routing table of %s: %w", endpoint, err)
+	}
+	return nil
+}
+
+// write applies op, behind the lock check when fenced.
+func (c *Consul) write(ctx context.Context, op *consulapi.KVTxnOp) error {
+	wo := (&consulapi.WriteOptions{}).WithContext(ctx)
+	if c.Session == "" {
+		var err error
+		if op.Verb == consulapi.KVDelete {
+			_, err = c.Client.KV().Delete(op.Key, wo)
+		} else {
+			_, err = c.Client.KV().Put(&consulapi.KVPair{Key: op.Key, Value: op.Value}, wo)
+		}
+		return err
+	}
+	ops := consulapi.TxnOps{
+		{KV: &consulapi.KVTxnOp{Verb: consulapi.KVCheckSession, Key: contract.LeaderKey, Session: c.Session}},
+		{KV: op},
+	}
+	ok, resp, _, err := c.Client.Txn().Txn(ops, (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		for _, e := range resp.Errors {
+			if e.OpIndex == 0 {
+				return fmt.Errorf("%w (%s)", ErrNotLeader, e.What)
+			}
+		}
+		var what []string
+		for _, e := range resp.Errors {
+			what = append(what, e.What)
+		}
+		return fmt.Errorf("transaction refused: %s", strings.Join(what, "; "))
 	}
 	return nil
 }
