@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sagemaker"
 	smtypes "github.com/aws/aws-sdk-go-v2/service/sagemaker/types"
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -53,42 +54,15 @@ const (
 // with no failed invocation. DescribeEndpoint's DesiredInstanceCount and the
 // routers' instance sets follow.
 func TestAutoscaling(t *testing.T) {
-	prom, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("prometheus not on PATH (install Debian's prometheus package)")
-	}
-	autoscaler, err := exec.LookPath("nomad-autoscaler")
-	if err != nil {
-		t.Skip("nomad-autoscaler not on PATH (source scripts/agents, which puts ~/.cache/serai/bin on PATH)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	st := newStack(t, ctx)
-	consul, nomad, dir, serai := st.consul, st.nomad, st.dir, st.serai
-	out := filepath.Join(dir, "train-v1")
-	runCmd(t, st.modelServer, "train", "--version", "v1", "--features", "sepal", "--data", "../examples/data/iris.csv", "--out", out)
-	sum := uploadArtifact(t, ctx, st.store, filepath.Join(out, "model.tar.gz"), "iris/v1/model.tar.gz")
-
-	routers := []string{testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)}
+	as := newAutoscaleStack(t, ctx)
+	nomad, serai, srv, sm, promAddr, routers := as.nomad, as.serai, as.srv, as.sm, as.promAddr, as.routers
 	var urls []string
 	for _, addr := range routers {
-		startRouter(t, serai, addr, consul.Addr, dir)
 		urls = append(urls, "http://"+addr+"/endpoints/"+endpointName+"/invocations")
 	}
-	promAddr := startPrometheus(t, prom, dir, consul.Client)
-	startAutoscaler(t, autoscaler, dir, nomad.Addr, "http://"+promAddr)
-	srv := startServer(t, serai, "a", dir, consul, st.vault, nomad)
-	sm := sageMakerClient(srv.url)
-
-	spec := filepath.Join(dir, "autoscale.hcl")
-	if err := os.WriteFile(spec, []byte(asSpec(st.store.URL, st.modelServer, sum)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, serai, "apply", spec)
-	cmd.Env = append(os.Environ(), "SERAI_ADDR="+srv.url)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("serai apply: %v\n%s", err, b)
-	}
+	as.apply(t, ctx, asSpec(as.store.URL, as.modelServer, as.sum))
 	jobID := contract.JobID(endpointName, 1)
 	checkCompiledPolicy(t, nomad.Client, jobID)
 	// Prometheus must see both routers before the load, so the first
@@ -172,6 +146,57 @@ func TestAutoscaling(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("serai endpoint describe lacks %q", want)
 		}
+	}
+}
+
+// autoscaleStack is a stack with the trained iris v1 artifact uploaded,
+// two routers (given extra flags), Debian's Prometheus scraping them, the
+// Nomad Autoscaler and one serai server.
+type autoscaleStack struct {
+	*stack
+	sum      string
+	routers  []string
+	promAddr string
+	srv      *seraiServer
+	sm       *sagemaker.Client
+}
+
+func newAutoscaleStack(t *testing.T, ctx context.Context, routerFlags ...string) *autoscaleStack {
+	t.Helper()
+	prom, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Skip("prometheus not on PATH (install Debian's prometheus package)")
+	}
+	autoscaler, err := exec.LookPath("nomad-autoscaler")
+	if err != nil {
+		t.Skip("nomad-autoscaler not on PATH (source scripts/agents, which puts ~/.cache/serai/bin on PATH)")
+	}
+	as := &autoscaleStack{stack: newStack(t, ctx)}
+	out := filepath.Join(as.dir, "train-v1")
+	runCmd(t, as.modelServer, "train", "--version", "v1", "--features", "sepal", "--data", "../examples/data/iris.csv", "--out", out)
+	as.sum = uploadArtifact(t, ctx, as.store, filepath.Join(out, "model.tar.gz"), "iris/v1/model.tar.gz")
+	as.routers = []string{testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)}
+	for _, addr := range as.routers {
+		startRouter(t, as.serai, addr, as.consul.Addr, as.dir, routerFlags...)
+	}
+	as.promAddr = startPrometheus(t, prom, as.dir, as.consul.Client)
+	startAutoscaler(t, autoscaler, as.dir, as.nomad.Addr, "http://"+as.promAddr)
+	as.srv = startServer(t, as.serai, "a", as.dir, as.consul, as.vault, as.nomad)
+	as.sm = sageMakerClient(as.srv.url)
+	return as
+}
+
+// apply writes spec to a file and runs `serai apply` on it.
+func (as *autoscaleStack) apply(t *testing.T, ctx context.Context, spec string) {
+	t.Helper()
+	path := filepath.Join(as.dir, "spec.hcl")
+	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, as.serai, "apply", path)
+	cmd.Env = append(os.Environ(), "SERAI_ADDR="+as.srv.url)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("serai apply: %v\n%s", err, b)
 	}
 }
 

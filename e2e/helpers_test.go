@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -360,4 +361,16 @@ func startDaemon(t *testing.T, name, logPath string, cmd *exec.Cmd, readyURL str
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s did not answer %s within 30s", name, readyURL)
+}
+
+// routerMetrics is a router's /metrics text.
+func routerMetrics(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("router metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +18,6 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/seraihq/serai/contract"
-	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
 )
 
@@ -43,41 +39,12 @@ const (
 // the other router, by the unmodified AWS SDK, is held and answered again.
 // Nothing hangs: every request returns within the model timeout.
 func TestScaleFromZero(t *testing.T) {
-	prom, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("prometheus not on PATH (install Debian's prometheus package)")
-	}
-	autoscaler, err := exec.LookPath("nomad-autoscaler")
-	if err != nil {
-		t.Skip("nomad-autoscaler not on PATH (source scripts/agents, which puts ~/.cache/serai/bin on PATH)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	st := newStack(t, ctx)
-	consul, nomad, dir, serai := st.consul, st.nomad, st.dir, st.serai
-	out := filepath.Join(dir, "train-v1")
-	runCmd(t, st.modelServer, "train", "--version", "v1", "--features", "sepal", "--data", "../examples/data/iris.csv", "--out", out)
-	sum := uploadArtifact(t, ctx, st.store, filepath.Join(out, "model.tar.gz"), "iris/v1/model.tar.gz")
-
-	routers := []string{testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)}
-	for _, addr := range routers {
-		startRouter(t, serai, addr, consul.Addr, dir, "--hold-queue-length", fmt.Sprint(zeroQueue))
-	}
-	promAddr := startPrometheus(t, prom, dir, consul.Client)
-	startAutoscaler(t, autoscaler, dir, nomad.Addr, "http://"+promAddr)
-	srv := startServer(t, serai, "a", dir, consul, st.vault, nomad)
-	sm := sageMakerClient(srv.url)
-
+	as := newAutoscaleStack(t, ctx, "--hold-queue-length", fmt.Sprint(zeroQueue))
+	nomad, sm, promAddr, routers := as.nomad, as.sm, as.promAddr, as.routers
 	sc := scaling{count: 0, min: 0, max: 2, out: 10 * time.Second, in: 20 * time.Second, eval: 5 * time.Second}
-	spec := filepath.Join(dir, "zero.hcl")
-	if err := os.WriteFile(spec, []byte(autoscaleSpec(st.store.URL, st.modelServer, sum, sc)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, serai, "apply", spec)
-	cmd.Env = append(os.Environ(), "SERAI_ADDR="+srv.url)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("serai apply: %v\n%s", err, b)
-	}
+	as.apply(t, ctx, autoscaleSpec(as.store.URL, as.modelServer, as.sum, sc))
 	jobID := contract.JobID(endpointName, 1)
 	w := &scaleWatch{t: t, nomad: nomad.Client, jobID: jobID, routers: routers, min: sc.max, max: 0}
 	w.sample()
@@ -213,16 +180,4 @@ func TestScaleFromZero(t *testing.T) {
 	if w.min < sc.min || w.max > sc.max {
 		t.Errorf("count left min..max: saw %d..%d", w.min, w.max)
 	}
-}
-
-// routerMetrics is a router's /metrics text.
-func routerMetrics(t *testing.T, addr string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("router metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }

@@ -634,12 +634,7 @@ func checkSignedDownloads(t *testing.T, store *s3test.Server) {
 // labels, that each variant's compiled autoscaling query selects.
 func checkScalingSeries(t *testing.T, routerAddr string, counts map[string]int) {
 	t.Helper()
-	resp, err := http.Get("http://" + routerAddr + "/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b := []byte(routerMetrics(t, routerAddr))
 	for _, v := range []string{"v1", "v2"} {
 		labels := fmt.Sprintf(`{endpoint=%q,generation="1",variant=%q}`, endpointName, v)
 		// Invocations also count the probes sent while waiting for the
