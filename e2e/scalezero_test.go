@@ -108,11 +108,6 @@ func TestScaleFromZero(t *testing.T) {
 	if len(ok) != zeroQueue || len(refused) != zeroExtra {
 		t.Fatalf("burst of %d with a queue of %d: %d answered, %d refused; want %d and %d", n, zeroQueue, len(ok), len(refused), zeroQueue, zeroExtra)
 	}
-	for _, a := range refused {
-		if a.took > 5*time.Second {
-			t.Errorf("a request beyond the queue was refused after %s, not at once", a.took)
-		}
-	}
 	coldBurst := ok[0].took
 	w.sample()
 	if w.count != 1 {
