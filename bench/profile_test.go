@@ -81,10 +81,7 @@ func startProfiledSerai(t *testing.T, consulAddr, dir string) *target {
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	p := testagents.StartProcess(t, "serai-router-profiled", pdir, self, []string{"-test.run=^$"}, []int{port},
 		routerEnv+"="+listen+","+consulAddr+","+abs)
-	tg := &target{name: "serai", proc: p, pid: p.Pid(), url: map[string]string{}}
-	for _, s := range sizes {
-		tg.url[s.name] = "http://" + listen + "/endpoints/" + endpointName(s.name) + "/invocations"
-	}
+	tg := &target{name: "serai", proc: p, pid: p.Pid(), url: seraiURLs(listen)}
 	t.Cleanup(func() { t.Logf("profiles in %s (go tool pprof %s/cpu.pprof)", abs, abs) })
 	return tg
 }

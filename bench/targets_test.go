@@ -200,15 +200,20 @@ func startSerai(t *testing.T, name, consulAddr string, routerBin string, env ...
 	listen := "127.0.0.1:" + strconv.Itoa(port)
 	p := testagents.StartProcess(t, name, dir, routerBin, []string{"router",
 		"--listen", listen, "--consul-addr", consulAddr, "--register=false", "--log-level", "warn"}, []int{port}, env...)
-	tg := &target{name: name, proc: p, pid: p.Pid(), url: map[string]string{}}
+	return &target{name: name, proc: p, pid: p.Pid(), url: seraiURLs(listen)}
+}
+
+// seraiURLs are a router's URLs per answer size.
+func seraiURLs(listen string) map[string]string {
+	url := map[string]string{}
 	for _, s := range sizes {
 		op := "/invocations"
 		if s.stream {
 			op = "/invocations-response-stream" // InvokeEndpointWithResponseStream
 		}
-		tg.url[s.name] = "http://" + listen + "/endpoints/" + endpointName(s.name) + op
+		url[s.name] = "http://" + listen + "/endpoints/" + endpointName(s.name) + op
 	}
-	return tg
+	return url
 }
 
 // startNginx: a weighted upstream with keep-alive, as nginx's docs for

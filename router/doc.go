@@ -57,7 +57,8 @@
 //
 // POST /endpoints/{name}/invocations-response-stream (stream.go) shares the
 // admission path and relays each chunk of the model's answer as one AWS
-// event-stream PayloadPart as it arrives; failures after the first byte
+// event-stream PayloadPart as it arrives (chunks that arrive together
+// leave in one write); failures after the first byte
 // become ModelStreamError events. Stateful sessions (sessions.go) need no
 // shared state: the session ID a client holds names its instance under an
 // HMAC with a key all routers share. SageMaker headers the router does not

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,12 +16,15 @@ import (
 // InvokeEndpointWithResponseStream: POST /endpoints/{name}/invocations-response-stream.
 //
 // The model answers POST /invocations with an HTTP/1.1 chunked body, as on
-// SageMaker; every chunk leaves the router at once as one PayloadPart event
-// of the AWS event-stream framing (prelude and message CRCs, encoded by the
-// AWS SDK's encoder), flushed to the client before the next chunk is read.
-// A chunk larger than maxPartBytes is sent as several events, in order.
-// Bodies that are not chunked are relayed as they arrive, one event per
-// read.
+// SageMaker; every chunk becomes one PayloadPart event of the AWS
+// event-stream framing (prelude and message CRCs, encoded by the AWS SDK's
+// encoder), in order. A chunk leaves at once unless the next chunk (or the
+// end of the body) is already in the router's read buffer: then they leave
+// together in one write, as the chunks arrived together. So no part waits
+// for one that has not arrived, and a burst of parts costs one write and
+// one flush instead of one each. A chunk larger than maxPartBytes is sent
+// as several events. Bodies that are not chunked are relayed as they
+// arrive, one event per read.
 //
 // Until the model's first body byte arrives nothing has been written, so
 // every failure up to then (no instance, connection refused, model error
@@ -96,9 +100,15 @@ func encodeInternalStreamFailure(enc *eventstream.Encoder, w io.Writer, msg stri
 	return enc.Encode(w, eventstream.Message{Headers: internalStreamFailureHeaders, Payload: b})
 }
 
-func (ew *eventWriter) part(p []byte) error {
+// part frames p as one PayloadPart. With flush false it stays in the
+// response's buffer, to leave with the parts after it in one write: the
+// caller passes false only when the next part is already in hand.
+func (ew *eventWriter) part(p []byte, flush bool) error {
 	if err := EncodePayloadPart(ew.enc, ew.w, p); err != nil {
 		return &errClientWrite{err}
+	}
+	if !flush {
+		return nil
 	}
 	if err := ew.rc.Flush(); err != nil {
 		return &errClientWrite{err}
@@ -180,6 +190,49 @@ func (p *partReader) next(buf []byte) (int, error) {
 	return n, nil
 }
 
+// ready reports whether the next call to next(buf) with len(buf) == size
+// returns from bytes already read from the model, without waiting on the
+// connection: then the part just read need not be flushed on its own, as
+// the next one (or the end of the body) follows at once. It errs towards
+// false (a flush), never towards holding a part back.
+func (p *partReader) ready(size int) bool {
+	if p.done {
+		return false
+	}
+	b, _ := p.br.Peek(p.br.Buffered())
+	if !p.chunked {
+		return false // one part per read; nothing to gain
+	}
+	need := func(left int64) int64 {
+		if left > int64(size) {
+			return int64(size)
+		}
+		return left + 2 // the data and its CRLF
+	}
+	if p.left > 0 {
+		return int64(len(b)) >= need(p.left)
+	}
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return false
+	}
+	line := b[:i]
+	if k := len(line); k > 0 && line[k-1] == '\r' {
+		line = line[:k-1]
+	}
+	n, err := parseChunkSize(line)
+	if err != nil {
+		return true // next reports the error without waiting
+	}
+	rest := b[i+1:]
+	if n == 0 {
+		// The last chunk: ready once its (usually empty) trailer ended.
+		return bytes.HasPrefix(rest, []byte("\r\n")) || bytes.HasPrefix(rest, []byte("\n")) ||
+			bytes.Contains(rest, []byte("\n\r\n")) || bytes.Contains(rest, []byte("\n\n"))
+	}
+	return int64(len(rest)) >= need(n)
+}
+
 // maxChunkSize keeps a chunk size within what int64 arithmetic handles.
 const maxChunkSize = 1 << 40
 
@@ -191,6 +244,11 @@ func (p *partReader) chunkHeader() (int64, error) {
 		}
 		return 0, err
 	}
+	return parseChunkSize(line)
+}
+
+// parseChunkSize parses a chunk-size line (without its line end).
+func parseChunkSize(line []byte) (int64, error) {
 	// chunk-size [ chunk-ext ]: extensions are ignored, as RFC 9112 allows.
 	for i, c := range line {
 		if c == ';' || c == ' ' || c == '\t' {
@@ -323,7 +381,10 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 					return res
 				}
 			}
-			if werr := ew.part(buf[:n]); werr != nil {
+			// Coalesce: a part whose successor is already buffered
+			// leaves with it in one write (still one event each); a part
+			// that is all there is leaves at once.
+			if werr := ew.part(buf[:n], err != nil || !parts.ready(len(buf))); werr != nil {
 				rt.finish(pc, stop, false)
 				res.modelEnd = time.Now()
 				res.outcome = outClientGone

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -434,5 +435,93 @@ func TestStreamHangUpDuringStall(t *testing.T) {
 	case <-cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the model's request outlived the client by 5s")
+	}
+}
+
+// countingListener counts the writes to the connections it accepts.
+type countingListener struct {
+	net.Listener
+	writes atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, n: &l.writes}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestStreamCoalescesBufferedParts: chunks that reach the router together
+// leave it in one write, still one PayloadPart each, in order.
+func TestStreamCoalescesBufferedParts(t *testing.T) {
+	words := []string{"one ", "two ", "three ", "four ", "five ", "six ", "seven ", "eight"}
+	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		// The whole chunked answer in one write, so it arrives at once.
+		var b strings.Builder
+		b.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+		for _, w := range words {
+			fmt.Fprintf(&b, "%x\r\n%s\r\n", len(w), w)
+		}
+		b.WriteString("0\r\n\r\n")
+		bw.WriteString(b.String())
+		bw.Flush()
+		// Keep the connection open until the router has read the answer.
+		io.Copy(io.Discard, c)
+	})
+	rt, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	srv := httptest.NewUnstartedServer(rt)
+	cl := &countingListener{Listener: srv.Listener}
+	srv.Listener = cl
+	srv.Start()
+	defer srv.Close()
+	rt.SetRoutes("gen", oneGen("gen", "v1", 1))
+	rt.SetInstances("gen", []Instance{inst("a1", addrOf(m), "v1", 1)})
+	resp, err := http.Post(srv.URL+"/endpoints/gen/invocations-response-stream", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := eventstream.NewDecoder()
+	var got []string
+	for {
+		msg, err := dec.Decode(resp.Body, nil)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d parts: %v", len(got), err)
+		}
+		if mt := msg.Headers.Get(":message-type").String(); mt != "event" {
+			t.Fatalf("after %d parts: %s %s", len(got), mt, msg.Payload)
+		}
+		got = append(got, string(msg.Payload))
+	}
+	if strings.Join(got, "|") != strings.Join(words, "|") {
+		t.Fatalf("parts %q, want %q", got, words)
+	}
+	if n := cl.writes.Load(); n != 1 {
+		t.Errorf("%d writes to the client, want 1 (head, 8 parts and the end together)", n)
 	}
 }
