@@ -22,6 +22,7 @@ type testEnv struct {
 	t      testing.TB
 	rt     *Router
 	srv    *httptest.Server
+	fast   *fastServer
 	tr     *http.Transport
 	client *http.Client
 }
@@ -35,16 +36,27 @@ func newEnv(t testing.TB, cfg Config) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(rt)
+	// Served as Serve serves plain HTTP: the fast path in front of
+	// net/http, so every test here holds for both.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := newFastServer(newHTTPServer(rt, nil, cfg.Logger))
+	go fs.Serve(ln)
+	srv := &httptest.Server{URL: "http://" + ln.Addr().String(), Listener: ln, Config: fs.srv}
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
-	e := &testEnv{t: t, rt: rt, srv: srv, tr: tr, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	e := &testEnv{t: t, rt: rt, srv: srv, fast: fs, tr: tr, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 	t.Cleanup(e.close)
 	return e
 }
 
 func (e *testEnv) close() {
 	e.tr.CloseIdleConnections()
-	e.srv.Close()
+	e.fast.Close()
+	if testing.Verbose() {
+		e.t.Logf("fast path: %d requests served, %d connections handed to net/http", e.fast.served.Load(), e.fast.handedOff.Load())
+	}
 	e.rt.Close()
 }
 

@@ -76,21 +76,7 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 			return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 		}
 	}
-	srv := &http.Server{
-		Handler:           rt,
-		ReadHeaderTimeout: 10 * time.Second,
-		// Bodies are at most 6 MB; two minutes is generous for any client
-		// that is actually sending.
-		ReadTimeout: 2 * time.Minute,
-		// Handlers shorten this per request (model timeout plus a grace
-		// period); the server-wide value only makes net/http reset the
-		// connection's write deadline before each request.
-		WriteTimeout:   MaxTimeout + writeGrace,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		TLSConfig:      tlsConf,
-		ErrorLog:       log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-	}
+	srv := newHTTPServer(rt, tlsConf, log)
 
 	var wg sync.WaitGroup
 	discCtx, stopDisc := context.WithCancel(context.Background())
@@ -106,6 +92,12 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 		}()
 	}
 
+	// Plain HTTP goes through the fast path (fastserve.go), which hands
+	// what it does not serve to srv; TLS is all net/http's.
+	var cs connServer = srv
+	if tlsConf == nil {
+		cs = newFastServer(srv)
+	}
 	serveErr := make(chan error, 1)
 	go func() {
 		if tlsConf != nil {
@@ -113,7 +105,7 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 			serveErr <- srv.ServeTLS(ln, "", "")
 			return
 		}
-		serveErr <- srv.Serve(ln)
+		serveErr <- cs.Serve(ln)
 	}()
 	scheme := "http"
 	if useTLS {
@@ -130,7 +122,7 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 	if cfg.Register && cfg.Consul != nil {
 		r, err := newRegistration(cfg, ln.Addr(), scheme)
 		if err != nil {
-			srv.Close()
+			cs.Close()
 			stopDisc()
 			wg.Wait()
 			return err
@@ -163,9 +155,9 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 		cancel()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	if serr := srv.Shutdown(sctx); serr != nil {
+	if serr := cs.Shutdown(sctx); serr != nil {
 		log.Warn("in-flight requests did not finish in time; closing connections", "error", serr)
-		srv.Close()
+		cs.Close()
 	}
 	cancel()
 	stopDisc()
@@ -173,6 +165,26 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 	rt.Close()
 	log.Info("router stopped")
 	return err
+}
+
+// newHTTPServer is the net/http server Serve runs (alone for TLS, behind
+// the fast path for plain HTTP).
+func newHTTPServer(h http.Handler, tlsConf *tls.Config, log hclog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Bodies are at most 6 MB; two minutes is generous for any client
+		// that is actually sending.
+		ReadTimeout: 2 * time.Minute,
+		// Handlers shorten this per request (model timeout plus a grace
+		// period); the server-wide value only makes net/http reset the
+		// connection's write deadline before each request.
+		WriteTimeout:   MaxTimeout + writeGrace,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		TLSConfig:      tlsConf,
+		ErrorLog:       log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
 }
 
 type registration struct {

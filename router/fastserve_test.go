@@ -1,0 +1,168 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func readAnswer(t *testing.T, br *bufio.Reader) (int, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+const fastReq = "POST /endpoints/ep/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+
+// Pipelined requests are answered in order; a request the fast path does
+// not serve (GET /ping) moves the connection to net/http, which answers it
+// and what follows on the same connection.
+func TestFastPathPipelinedThenHandedOff(t *testing.T) {
+	m := model(t, "a", nil)
+	e := newEnv(t, Config{})
+	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, fastReq+fastReq+"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"+fastReq)
+	br := bufio.NewReader(c)
+	for i, want := range []string{"a", "a", "", "a"} {
+		if code, body := readAnswer(t, br); code != 200 || body != want {
+			t.Fatalf("answer %d: %d %q, want 200 %q", i, code, body, want)
+		}
+	}
+	if s, h := e.fast.served.Load(), e.fast.handedOff.Load(); s != 2 || h != 1 {
+		t.Errorf("fast path served %d, handed off %d; want 2 and 1", s, h)
+	}
+}
+
+// A request that does not arrive whole in one read is net/http's, with
+// its timeouts; it is still answered.
+func TestFastPathSplitRequestGoesToNetHTTP(t *testing.T) {
+	m := model(t, "a", nil)
+	e := newEnv(t, Config{})
+	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, fastReq[:len(fastReq)-2])
+	time.Sleep(20 * time.Millisecond)
+	io.WriteString(c, "hi")
+	if code, body := readAnswer(t, bufio.NewReader(c)); code != 200 || body != "a" {
+		t.Fatalf("%d %q", code, body)
+	}
+	if s, h := e.fast.served.Load(), e.fast.handedOff.Load(); s != 0 || h != 1 {
+		t.Errorf("fast path served %d, handed off %d; want 0 and 1", s, h)
+	}
+}
+
+// A client that hangs up while its request is with the model aborts the
+// model's request at once (the connection's pending read is the detector).
+func TestFastPathHangUpCancelsModelCall(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	e := newEnv(t, Config{})
+	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, fastReq)
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the model was not called")
+	}
+	c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the model's request outlived the client by 5s")
+	}
+	if s := e.fast.served.Load(); s != 1 {
+		t.Errorf("fast path served %d, want 1", s)
+	}
+}
+
+// Serve's shutdown lets a request in flight on the fast path finish, then
+// returns; the idle connection is closed.
+func TestFastPathGracefulShutdown(t *testing.T) {
+	release := make(chan struct{})
+	m := model(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		<-release
+		io.WriteString(w, "late")
+	})
+	rt, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- Serve(ctx, rt, nil, ServerConfig{Listener: ln, ShutdownTimeout: 10 * time.Second}) }()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+	idle, busy := dial(), dial()
+	defer idle.Close()
+	defer busy.Close()
+	io.WriteString(busy, fastReq)
+	for rt.inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	// The idle connection is closed by the shutdown.
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("idle connection: read %d, %v; want it closed", n, err)
+	}
+	close(release)
+	if code, body := readAnswer(t, bufio.NewReader(busy)); code != 200 || body != "late" {
+		t.Fatalf("in-flight request: %d %q", code, body)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
