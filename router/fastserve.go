@@ -670,6 +670,18 @@ func (w *fastResponse) Write(p []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
+	if w.headOut && !w.chunked && len(w.buf)+len(p) >= 32<<10 {
+		// A large body: what is buffered and p leave in one writev,
+		// without copying p.
+		bufs := net.Buffers{w.buf, p}
+		_, err := bufs.WriteTo(w.fc.c)
+		w.buf = w.buf[:0]
+		if err != nil {
+			w.closeAfter = true
+			return 0, err
+		}
+		return len(p), nil
+	}
 	if w.chunked {
 		w.buf = strconv.AppendInt(w.buf, int64(len(p)), 16)
 		w.buf = append(w.buf, "\r\n"...)
