@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -371,8 +370,10 @@ type fastRequest struct {
 	hdr           http.Header
 	contentLength int64
 	body          []byte
-	bodyR         bytes.Reader
+	bodyR         bodyReader
 	vals          []string
+	r             *http.Request
+	url           url.URL
 }
 
 var errNotFast = errors.New("not for the fast path")
@@ -594,27 +595,44 @@ func canonicalKey(k []byte) string {
 	return http.CanonicalHeaderKey(string(k))
 }
 
-// build makes the *http.Request the handler sees.
+// build makes the *http.Request the handler sees. One Request (carrying
+// the connection's context) serves every request of the connection: the
+// router keeps nothing of it past ServeHTTP, which returns before the next
+// request is parsed.
 func (fr *fastRequest) build(fc *fastConn) *http.Request {
-	fr.bodyR.Reset(fr.body)
-	r := &http.Request{
-		Method:        http.MethodPost,
-		URL:           &url.URL{Path: fr.path},
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        fr.hdr,
-		Body:          io.NopCloser(&fr.bodyR),
-		ContentLength: fr.contentLength,
-		Host:          fr.host,
-		RemoteAddr:    fc.remote,
-		RequestURI:    fr.path,
+	r := fr.r
+	if r == nil {
+		r = (&http.Request{}).WithContext(&fc.ctx)
+		fr.r = r
 	}
+	fr.url = url.URL{Path: fr.path}
+	fr.bodyR.Reset(fr.body)
+	r.Method = http.MethodPost
+	r.URL = &fr.url
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	r.Header = fr.hdr
+	r.Body = &fr.bodyR
 	if fr.contentLength == 0 {
 		r.Body = http.NoBody
 	}
-	return r.WithContext(&fc.ctx)
+	r.GetBody = nil
+	r.ContentLength = fr.contentLength
+	r.TransferEncoding = nil
+	r.Close = false
+	r.Host = fr.host
+	r.Form, r.PostForm, r.MultipartForm, r.Trailer = nil, nil, nil, nil
+	r.RemoteAddr = fc.remote
+	r.RequestURI = fr.path
+	r.TLS = nil
+	r.Response = nil
+	r.Pattern = ""
+	return r
 }
+
+// bodyReader is a request body held in memory.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }
 
 // fastResponse is the handler's http.ResponseWriter; its storage is reused.
 type fastResponse struct {
@@ -654,8 +672,10 @@ func (w *fastResponse) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	if cl := w.hdr[hdrContentLength]; len(cl) == 1 {
-		// The length is known: the head can go out with the first bytes.
+	if cl := w.hdr[hdrContentLength]; len(cl) == 1 && (w.hdr[hdrContentType] != nil || !bodyAllowed(code)) {
+		// The length and type are known: the head can go out with the
+		// first bytes. (Without a type, net/http sniffs the body's first
+		// bytes, so the head waits for them.)
 		w.writeHead(-1)
 	}
 }
@@ -691,9 +711,14 @@ func (w *fastResponse) Write(p []byte) (int, error) {
 		w.buf = append(w.buf, p...)
 	}
 	if len(w.buf) >= 32<<10 {
-		if !w.headOut {
+		if !w.headOut && w.hdr[hdrContentLength] != nil {
+			w.writeHead(-1) // the type sniffed from what is buffered
+		} else if !w.headOut {
 			// Length unknown and too much to hold: chunked from here.
 			body := append([]byte(nil), w.buf...)
+			if w.hdr[hdrContentType] == nil {
+				w.hdr[hdrContentType] = []string{http.DetectContentType(body)}
+			}
 			w.buf = w.buf[:0]
 			w.chunked = true
 			w.writeHead(-1)
@@ -741,13 +766,13 @@ func (w *fastResponse) writeHead(n int) {
 	head = append(head, ' ')
 	head = append(head, http.StatusText(w.status)...)
 	head = append(head, "\r\n"...)
-	if n >= 0 && bodyAllowed(w.status) {
-		if _, ok := w.hdr[hdrContentLength]; !ok {
+	if bodyAllowed(w.status) {
+		if _, ok := w.hdr[hdrContentLength]; !ok && n >= 0 {
 			head = append(head, "Content-Length: "...)
 			head = strconv.AppendInt(head, int64(n), 10)
 			head = append(head, "\r\n"...)
 		}
-		if _, ok := w.hdr[hdrContentType]; !ok && n > 0 {
+		if _, ok := w.hdr[hdrContentType]; !ok && len(body) > 0 {
 			head = append(head, "Content-Type: "...)
 			head = append(head, http.DetectContentType(body)...)
 			head = append(head, "\r\n"...)

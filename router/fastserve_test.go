@@ -3,9 +3,14 @@ package router
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -164,5 +169,101 @@ func TestFastPathGracefulShutdown(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+}
+
+// The fast path's ResponseWriter answers as net/http's does: for each
+// handler below, the status, the headers (but Date, and the framing
+// headers Content-Length/Transfer-Encoding, which may differ for a body of
+// unknown length) and the body agree.
+func TestFastResponseMatchesNetHTTP(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 5000) // 80,000 bytes
+	handlers := map[string]http.HandlerFunc{
+		"typed with length": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = []string{"application/json"}
+			w.Header()["Content-Length"] = []string{"2"}
+			io.WriteString(w, "{}")
+		},
+		"length, no type (sniffed)": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Length"] = []string{"11"}
+			io.WriteString(w, "<html></ht>")
+		},
+		"no length, no type": func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "plain words")
+		},
+		"big, no length": func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, big[:40000])
+			io.WriteString(w, big[40000:])
+		},
+		"big with length, no type": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Length"] = []string{strconv.Itoa(len(big))}
+			for i := 0; i < len(big); i += 7000 {
+				io.WriteString(w, big[i:min(i+7000, len(big))])
+			}
+		},
+		"error status": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = []string{"application/x-amz-json-1.1"}
+			w.Header()["X-Amzn-Errortype"] = []string{"ValidationError"}
+			w.WriteHeader(400)
+			io.WriteString(w, `{"__type":"ValidationError"}`)
+		},
+		"no body": func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(204)
+		},
+		"nothing written": func(w http.ResponseWriter, r *http.Request) {},
+		"value with line break": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["X-Odd"] = []string{" a\r\nb "}
+			io.WriteString(w, "x")
+		},
+		"request echoed": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s %s %d %q %q %q", r.Method, r.URL.Path, r.Host, r.ContentLength, b, r.Header.Get("Content-Type"), r.Header.Values("X-Two"))
+		},
+	}
+	req := "POST /endpoints/ep/invocations HTTP/1.1\r\nHost: h:1\r\nContent-Type: text/plain\r\nX-Two: 1\r\nX-Two: 2\r\nContent-Length: 2\r\n\r\nhi"
+	ask := func(t *testing.T, addr string) (*http.Response, string) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, string(b)
+	}
+	for name, h := range handlers {
+		t.Run(name, func(t *testing.T) {
+			std := httptest.NewServer(h)
+			defer std.Close()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fs := newFastServer(newHTTPServer(h, nil, testLogger(t)))
+			go fs.Serve(ln)
+			defer fs.Close()
+			want, wantBody := ask(t, std.Listener.Addr().String())
+			got, gotBody := ask(t, ln.Addr().String())
+			if fs.served.Load() != 1 {
+				t.Fatalf("fast path served %d", fs.served.Load())
+			}
+			for _, r := range []*http.Response{want, got} {
+				for _, k := range []string{"Date", "Content-Length", "Transfer-Encoding"} {
+					delete(r.Header, k)
+				}
+			}
+			if got.StatusCode != want.StatusCode || !reflect.DeepEqual(got.Header, want.Header) || gotBody != wantBody {
+				t.Errorf("fast path: %d %v %q\nnet/http:  %d %v %q", got.StatusCode, got.Header, truncString(gotBody, 80),
+					want.StatusCode, want.Header, truncString(wantBody, 80))
+			}
+		})
 	}
 }
