@@ -19,24 +19,30 @@ import (
 // fifth of its CPU per InvokeEndpoint and most of what it allocates (a
 // header map and URL per request, a goroutine and a read per request to
 // notice a client hang-up, deadline resets, the header clone at
-// WriteHeader; docs/performance.md). fastServer serves the one request the
-// router is measured by, a plain-HTTP/1.1 POST /endpoints/{name}/invocations
-// with a small Content-Length body, on its own connection loop, and hands
-// every connection that sends anything else to net/http, bytes already
-// read included, for the rest of its life: TLS, HTTP/2, streaming,
-// /ping and /metrics, chunked or large bodies, Expect, Connection
-// headers, HTTP/1.0, anything its parser does not accept. Its parser
-// accepts a subset of what net/http accepts and reads it the same way
-// (FuzzFastParseAgainstNetHTTP).
+// WriteHeader; docs/performance.md). fastServer serves the requests the
+// router exists for, plain-HTTP/1.1 POST /endpoints/{name}/invocations and
+// /invocations-response-stream with a Content-Length body that arrives
+// whole (head and body within 16 KiB, in the bytes one read brings), on
+// its own connection loop, with the same Router as handler. Every
+// connection that sends anything else goes to net/http, bytes already
+// read included, for the rest of its life: TLS and HTTP/2 (Serve never
+// puts the fast path in front of TLS), /ping and /metrics, chunked or
+// large bodies, a request split across reads (a slow client: net/http's
+// header and body timeouts apply), Expect, Connection and Upgrade headers,
+// HTTP/1.0, and anything else its parser does not take. The parser takes a
+// subset of what net/http's server takes and reads it the same way
+// (FuzzFastParseAgainstNetHTTP); the ResponseWriter answers as net/http's
+// does (TestFastResponseMatchesNetHTTP); every router test runs through it.
 //
 // Per connection two goroutines live as long as the connection: the reader
 // parses a request, hands it to the handler goroutine and goes straight
 // back to reading the connection. That pending read is the hang-up
 // detector net/http starts per request: when it ends in EOF or an error
-// while a request is in flight, the connection's context is cancelled,
-// which aborts the model call. Bytes it reads instead are the next
-// (pipelined) request, dispatched once the handler is done, so answers
-// keep their order.
+// while a request is in flight, the connection's context (which is every
+// request's context on it) is cancelled, which aborts the model call.
+// Bytes it reads instead are the next (pipelined) request, dispatched once
+// the handler is done, so answers keep their order. The idle timeout is a
+// read deadline pushed forward at most once a second, not per request.
 
 // connServer is what Serve runs: net/http's server, or fastServer in
 // front of one.
@@ -424,16 +430,21 @@ func parseFastHead(b []byte, hdr http.Header, vals []string, ic *fastConn) (fast
 		return h, errNotFast
 	}
 	target, proto, ok := bytes.Cut(line, []byte(" "))
-	if !ok || string(proto) != "HTTP/1.1" || len(target) <= len("/endpoints//invocations") ||
-		!bytes.HasPrefix(target, []byte("/endpoints/")) || !bytes.HasSuffix(target, []byte("/invocations")) {
+	if !ok || string(proto) != "HTTP/1.1" || !bytes.HasPrefix(target, []byte("/endpoints/")) {
 		return h, errNotFast
+	}
+	var name []byte
+	switch {
+	case bytes.HasSuffix(target, []byte("/invocations")):
+		name = target[len("/endpoints/"):max(len("/endpoints/"), len(target)-len("/invocations"))]
+	case bytes.HasSuffix(target, []byte("/invocations-response-stream")):
+		name = target[len("/endpoints/"):max(len("/endpoints/"), len(target)-len("/invocations-response-stream"))]
 	}
 	for _, c := range target {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '/' || c == '_') {
 			return h, errNotFast
 		}
 	}
-	name := target[len("/endpoints/") : len(target)-len("/invocations")]
 	if len(name) == 0 || bytes.IndexByte(name, '/') >= 0 {
 		return h, errNotFast
 	}
@@ -635,21 +646,31 @@ type bodyReader struct{ bytes.Reader }
 func (*bodyReader) Close() error { return nil }
 
 // fastResponse is the handler's http.ResponseWriter; its storage is reused.
+// The head waits in buf until the first write that must leave (a flush, a
+// full buffer, the handler's end), so a short answer leaves whole in one
+// write with its Content-Length; a longer one of unknown length, or one
+// flushed before its end (a stream), is sent chunked.
 type fastResponse struct {
 	fc          *fastConn
 	hdr         http.Header
 	status      int
 	wroteHeader bool
-	headOut     bool // head written to buf
+	headOut     bool // the head is in buf (sent or about to be)
 	chunked     bool
 	closeAfter  bool
-	buf         []byte
-	bodyStart   int
+	buf         []byte // bytes to send: head and, unless chunked, body
+	cbuf        []byte // chunked: body not yet framed
 	dateSec     int64
 	date        []byte
 }
 
-var _ http.ResponseWriter = (*fastResponse)(nil)
+var (
+	_ http.ResponseWriter = (*fastResponse)(nil)
+	_ http.Flusher        = (*fastResponse)(nil)
+)
+
+// fastMaxBuffered is how much body is held before it is sent.
+const fastMaxBuffered = 32 << 10
 
 func (w *fastResponse) reset() {
 	clear(w.hdr)
@@ -659,6 +680,7 @@ func (w *fastResponse) reset() {
 	w.chunked = false
 	w.closeAfter = false
 	w.buf = w.buf[:0]
+	w.cbuf = w.cbuf[:0]
 }
 
 func (w *fastResponse) Header() http.Header { return w.hdr }
@@ -690,7 +712,16 @@ func (w *fastResponse) Write(p []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
-	if w.headOut && !w.chunked && len(w.buf)+len(p) >= 32<<10 {
+	if w.chunked {
+		w.cbuf = append(w.cbuf, p...)
+		if len(w.cbuf) >= fastMaxBuffered {
+			if err := w.sendChunk(false); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	}
+	if w.headOut && len(w.buf)+len(p) >= fastMaxBuffered {
 		// A large body: what is buffered and p leave in one writev,
 		// without copying p.
 		bufs := net.Buffers{w.buf, p}
@@ -702,36 +733,64 @@ func (w *fastResponse) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
-	if w.chunked {
-		w.buf = strconv.AppendInt(w.buf, int64(len(p)), 16)
-		w.buf = append(w.buf, "\r\n"...)
-		w.buf = append(w.buf, p...)
-		w.buf = append(w.buf, "\r\n"...)
-	} else {
-		w.buf = append(w.buf, p...)
-	}
-	if len(w.buf) >= 32<<10 {
-		if !w.headOut && w.hdr[hdrContentLength] != nil {
-			w.writeHead(-1) // the type sniffed from what is buffered
-		} else if !w.headOut {
-			// Length unknown and too much to hold: chunked from here.
-			body := append([]byte(nil), w.buf...)
-			if w.hdr[hdrContentType] == nil {
-				w.hdr[hdrContentType] = []string{http.DetectContentType(body)}
-			}
-			w.buf = w.buf[:0]
-			w.chunked = true
-			w.writeHead(-1)
-			w.buf = strconv.AppendInt(w.buf, int64(len(body)), 16)
-			w.buf = append(w.buf, "\r\n"...)
-			w.buf = append(w.buf, body...)
-			w.buf = append(w.buf, "\r\n"...)
-		}
-		if err := w.flush(); err != nil {
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= fastMaxBuffered {
+		if err := w.FlushError(); err != nil {
 			return 0, err
 		}
 	}
 	return len(p), nil
+}
+
+// Flush is http.Flusher.
+func (w *fastResponse) Flush() { w.FlushError() }
+
+// FlushError sends what is buffered (http.ResponseController.Flush).
+func (w *fastResponse) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.headOut {
+		if w.hdr[hdrContentLength] != nil || !bodyAllowed(w.status) {
+			w.writeHead(-1)
+		} else {
+			// The length is unknown and the answer starts: chunked.
+			// What is buffered is body, and sets the sniffed type.
+			if w.hdr[hdrContentType] == nil && len(w.buf) > 0 {
+				w.hdr[hdrContentType] = []string{http.DetectContentType(w.buf)}
+			}
+			w.cbuf = append(w.cbuf[:0], w.buf...)
+			w.buf = w.buf[:0]
+			w.chunked = true
+			w.writeHead(-1)
+		}
+	}
+	if w.chunked {
+		return w.sendChunk(false)
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	return w.flush()
+}
+
+// sendChunk frames what cbuf holds as one chunk (and with last the end of
+// the body) and sends it with whatever head is waiting, in one write.
+func (w *fastResponse) sendChunk(last bool) error {
+	if len(w.cbuf) > 0 {
+		w.buf = strconv.AppendInt(w.buf, int64(len(w.cbuf)), 16)
+		w.buf = append(w.buf, "\r\n"...)
+		w.buf = append(w.buf, w.cbuf...)
+		w.buf = append(w.buf, "\r\n"...)
+		w.cbuf = w.cbuf[:0]
+	}
+	if last {
+		w.buf = append(w.buf, "0\r\n\r\n"...)
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	return w.flush()
 }
 
 func (w *fastResponse) flush() error {
@@ -854,9 +913,8 @@ func (w *fastResponse) finish() {
 		w.writeHead(len(w.buf))
 	}
 	if w.chunked {
-		w.buf = append(w.buf, "0\r\n\r\n"...)
-	}
-	if len(w.buf) > 0 {
+		w.sendChunk(true)
+	} else if len(w.buf) > 0 {
 		w.flush()
 	}
 }

@@ -211,6 +211,21 @@ func TestFastResponseMatchesNetHTTP(t *testing.T) {
 			w.WriteHeader(204)
 		},
 		"nothing written": func(w http.ResponseWriter, r *http.Request) {},
+		"flushed parts": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = []string{"application/vnd.amazon.eventstream"}
+			w.WriteHeader(200)
+			rc := http.NewResponseController(w)
+			for i := range 5 {
+				fmt.Fprintf(w, "part %d;", i)
+				if err := rc.Flush(); err != nil {
+					panic(err)
+				}
+			}
+		},
+		"flushed before any byte, untyped": func(w http.ResponseWriter, r *http.Request) {
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "<html>late</html>")
+		},
 		"value with line break": func(w http.ResponseWriter, r *http.Request) {
 			w.Header()["X-Odd"] = []string{" a\r\nb "}
 			io.WriteString(w, "x")
