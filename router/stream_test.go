@@ -525,3 +525,24 @@ func TestStreamCoalescesBufferedParts(t *testing.T) {
 		t.Errorf("%d writes to the client, want 1 (head, 8 parts and the end together)", n)
 	}
 }
+
+// appendPayloadPart frames a part exactly as the AWS SDK's encoder does.
+func TestAppendPayloadPartMatchesSDK(t *testing.T) {
+	enc := eventstream.NewEncoder()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 2, 3, 17, 128, 1000, 4096, 65535, maxPartBytes} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.UintN(256))
+		}
+		var want bytes.Buffer
+		if err := EncodePayloadPart(enc, &want, p); err != nil {
+			t.Fatal(err)
+		}
+		prefix := []byte("kept")
+		got := appendPayloadPart(prefix, p)
+		if !bytes.Equal(got[:4], []byte("kept")) || !bytes.Equal(got[4:], want.Bytes()) {
+			t.Fatalf("%d-byte part: framing differs from the SDK encoder's", n)
+		}
+	}
+}
