@@ -505,7 +505,14 @@ func parseFastHead(b []byte, hdr http.Header, vals []string, ic *fastConn) (fast
 				n = n*10 + int64(c-'0')
 			}
 			h.contentLength = n
-		case "Transfer-Encoding", "Expect", "Connection", "Upgrade", "Te", "Trailer", "Http2-Settings", "Proxy-Connection", "Keep-Alive", "Pragma":
+		case "Connection":
+			// keep-alive is HTTP/1.1's default (Python's requests sends
+			// it); anything else (close, upgrade, hop-by-hop names) is
+			// net/http's.
+			if !bytes.EqualFold(v, []byte("keep-alive")) {
+				return h, errNotFast
+			}
+		case "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer", "Http2-Settings", "Proxy-Connection", "Keep-Alive", "Pragma":
 			return h, errNotFast
 		}
 		var sv string

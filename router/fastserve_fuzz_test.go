@@ -44,6 +44,8 @@ func FuzzFastParseAgainstNetHTTP(f *testing.F) {
 		"POST /endpoints//invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
 		"POST /endpoints/a/b/invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
 		"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /endpoints/ep/invocations HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+		"POST /endpoints/ep/invocations HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
 		"POST /endpoints/ep/invocations-response-stream HTTP/1.1\r\nHost: a\r\nX-Amzn-SageMaker-Accept: text/plain\r\nContent-Length: 1\r\n\r\nx",
 		"POST /endpoints/invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
 	} {
