@@ -17,6 +17,10 @@
 // costs about three allocations per request (context.AfterFunc, which lets
 // a client hang-up abort the model call).
 //
+// Plain-HTTP requests of that shape are read and answered by the router's
+// own HTTP/1.1 serving loop (fastserve.go), which hands every connection
+// it does not serve, and all TLS, to net/http's server.
+//
 // # Routing table
 //
 // Routes (routes.go) is the versioned JSON the control plane writes to
