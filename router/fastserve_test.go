@@ -282,3 +282,29 @@ func TestFastResponseMatchesNetHTTP(t *testing.T) {
 		})
 	}
 }
+
+// Requests on one connection share its context; what each registers on it
+// (the model call's abort, dial deadlines) is gone once it is done.
+func TestFastPathContextHoldsNothingAfterRequests(t *testing.T) {
+	m := model(t, "a", nil)
+	e := newEnv(t, Config{})
+	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	for range 20 {
+		resp, body := e.invoke("ep", []byte("x"))
+		mustStatus(t, resp, body, 200)
+	}
+	if e.fast.served.Load() != 20 {
+		t.Fatalf("fast path served %d of 20", e.fast.served.Load())
+	}
+	e.fast.mu.Lock()
+	defer e.fast.mu.Unlock()
+	for fc := range e.fast.conns {
+		fc.ctx.mu.Lock()
+		n := len(fc.ctx.funcs)
+		fc.ctx.mu.Unlock()
+		if n != 0 {
+			t.Errorf("a connection's context holds %d functions after its requests", n)
+		}
+	}
+}
