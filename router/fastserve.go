@@ -667,6 +667,7 @@ type fastResponse struct {
 	closeAfter  bool
 	buf         []byte // bytes to send: head and, unless chunked, body
 	cbuf        []byte // chunked: body not yet framed
+	spare       []byte // writeHead's other buffer
 	dateSec     int64
 	date        []byte
 }
@@ -820,13 +821,10 @@ func bodyAllowed(status int) bool {
 // writeHead puts the status line and headers in front of what buf holds.
 // n >= 0 is the whole body's length when the handler did not set it.
 func (w *fastResponse) writeHead(n int) {
+	// The head is built in the spare buffer, the body copied after it,
+	// and the two buffers swap: no allocation once both have grown.
 	body := w.buf
-	var head []byte
-	if len(body) > 0 {
-		head = make([]byte, 0, 256+len(body))
-	} else {
-		head = w.buf[:0]
-	}
+	head := w.spare[:0]
 	head = append(head, "HTTP/1.1 "...)
 	head = strconv.AppendInt(head, int64(w.status), 10)
 	head = append(head, ' ')
@@ -872,6 +870,10 @@ func (w *fastResponse) writeHead(n int) {
 	}
 	head = append(head, "\r\n"...)
 	head = append(head, body...)
+	w.spare = body[:0]
+	if cap(w.spare) > 128<<10 {
+		w.spare = nil
+	}
 	w.buf = head
 	w.headOut = true
 }
