@@ -268,10 +268,19 @@ func (fc *fastConn) serve() {
 		<-handlerDone
 	}()
 	idleTimeout := fc.s.srv.IdleTimeout
+	if idleTimeout <= 0 {
+		idleTimeout = fc.s.srv.ReadTimeout // as net/http
+	}
+	deadline := func(now time.Time) time.Time {
+		if idleTimeout <= 0 {
+			return time.Time{}
+		}
+		return now.Add(idleTimeout)
+	}
 	for {
 		if fc.br.Buffered() == 0 {
 			if now := time.Now(); now.Sub(fc.armedAt) > idleRearm {
-				fc.c.SetReadDeadline(now.Add(idleTimeout))
+				fc.c.SetReadDeadline(deadline(now))
 				fc.armedAt = now
 			}
 			if _, err := fc.br.Peek(1); err != nil {
@@ -305,7 +314,7 @@ func (fc *fastConn) serve() {
 			if isTimeout(err) && fc.busy.Load() {
 				// The idle deadline passed during a long request.
 				now := time.Now()
-				fc.c.SetReadDeadline(now.Add(idleTimeout))
+				fc.c.SetReadDeadline(deadline(now))
 				fc.armedAt = now
 				continue
 			}
