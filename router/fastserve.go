@@ -677,6 +677,7 @@ type fastResponse struct {
 	buf         []byte // bytes to send: head and, unless chunked, body
 	cbuf        []byte // chunked: body not yet framed
 	spare       []byte // writeHead's other buffer
+	written     int64  // body bytes the handler wrote
 	dateSec     int64
 	date        []byte
 }
@@ -696,6 +697,7 @@ func (w *fastResponse) reset() {
 	w.headOut = false
 	w.chunked = false
 	w.closeAfter = false
+	w.written = 0
 	w.buf = w.buf[:0]
 	w.cbuf = w.cbuf[:0]
 }
@@ -729,6 +731,7 @@ func (w *fastResponse) Write(p []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
+	w.written += int64(len(p))
 	if w.chunked {
 		w.cbuf = append(w.cbuf, p...)
 		if len(w.cbuf) >= fastMaxBuffered {
@@ -934,6 +937,15 @@ func (w *fastResponse) finish() {
 		w.sendChunk(true)
 	} else if len(w.buf) > 0 {
 		w.flush()
+	}
+	// A body that does not match the Content-Length the handler set
+	// leaves the client unable to find the next answer: close, as
+	// net/http does.
+	if cl := w.hdr[hdrContentLength]; len(cl) == 1 && bodyAllowed(w.status) {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err != nil || n != w.written {
+			w.closeAfter = true
+			w.fc.c.Close()
+		}
 	}
 }
 

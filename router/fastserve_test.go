@@ -308,3 +308,34 @@ func TestFastPathContextHoldsNothingAfterRequests(t *testing.T) {
 		}
 	}
 }
+
+// A handler that writes fewer bytes than the Content-Length it set gets
+// its connection closed, so the client sees a cut answer, not a hang.
+func TestFastResponseShortBodyClosesConnection(t *testing.T) {
+	fs := newFastServer(newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = []string{"text/plain"}
+		w.Header()["Content-Length"] = []string{"10"}
+		io.WriteString(w, "short")
+	}), nil, testLogger(t)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go fs.Serve(ln)
+	defer fs.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, fastReq)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != io.ErrUnexpectedEOF || string(b) != "short" {
+		t.Fatalf("body %q, %v; want the 5 bytes, then the connection cut", b, err)
+	}
+}
