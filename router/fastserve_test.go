@@ -71,7 +71,10 @@ func TestFastPathSplitRequestGoesToNetHTTP(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, fastReq[:len(fastReq)-2])
-	time.Sleep(20 * time.Millisecond)
+	// The rest goes only once the fast path has seen the partial request
+	// and handed the connection over: a fixed pause would let a loaded
+	// machine read both parts at once.
+	waitFor(t, 10*time.Second, "the hand-off", func() bool { return e.fast.handedOff.Load() == 1 })
 	io.WriteString(c, "hi")
 	if code, body := readAnswer(t, bufio.NewReader(c)); code != 200 || body != "a" {
 		t.Fatalf("%d %q", code, body)
