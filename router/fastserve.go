@@ -271,6 +271,12 @@ func (fc *fastConn) serve() {
 	if idleTimeout <= 0 {
 		idleTimeout = fc.s.srv.ReadTimeout // as net/http
 	}
+	// Pushed forward at most once a second, and often enough that a short
+	// idle timeout cannot pass between two pushes on a busy connection.
+	rearm := idleRearm
+	if idleTimeout > 0 {
+		rearm = min(rearm, idleTimeout/4)
+	}
 	deadline := func(now time.Time) time.Time {
 		if idleTimeout <= 0 {
 			return time.Time{}
@@ -278,11 +284,17 @@ func (fc *fastConn) serve() {
 		return now.Add(idleTimeout)
 	}
 	for {
+		// Re-armed whether or not the next request is already buffered:
+		// a client that sends each request as soon as it has the last
+		// answer usually has it there (the hang-up detector read it), and
+		// a deadline armed only when nothing was buffered expired under
+		// steady load, closing a busy connection IdleTimeout after it
+		// opened (TestFastPathBusyConnectionOutlivesIdleTimeout).
+		if now := time.Now(); now.Sub(fc.armedAt) > rearm {
+			fc.c.SetReadDeadline(deadline(now))
+			fc.armedAt = now
+		}
 		if fc.br.Buffered() == 0 {
-			if now := time.Now(); now.Sub(fc.armedAt) > idleRearm {
-				fc.c.SetReadDeadline(deadline(now))
-				fc.armedAt = now
-			}
 			if _, err := fc.br.Peek(1); err != nil {
 				fc.c.Close()
 				return

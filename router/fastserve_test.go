@@ -342,3 +342,45 @@ func TestFastResponseShortBodyClosesConnection(t *testing.T) {
 		t.Fatalf("body %q, %v; want the 5 bytes, then the connection cut", b, err)
 	}
 }
+
+// A connection kept busy with back-to-back requests is not idle: it must
+// outlive the idle timeout (it was once closed IdleTimeout after it
+// opened, resetting the request in flight).
+func TestFastPathBusyConnectionOutlivesIdleTimeout(t *testing.T) {
+	m := model(t, "a", nil)
+	rt, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := newHTTPServer(rt, nil, testLogger(t))
+	hs.IdleTimeout = 300 * time.Millisecond
+	fs := newFastServer(hs)
+	go fs.Serve(ln)
+	defer fs.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	n := 0
+	for start := time.Now(); time.Since(start) < 5*hs.IdleTimeout; n++ {
+		if _, err := io.WriteString(c, fastReq); err != nil {
+			t.Fatalf("request %d: %v", n, err)
+		}
+		if code, body := readAnswer(t, br); code != 200 || body != "a" {
+			t.Fatalf("request %d: %d %q", n, code, body)
+		}
+	}
+	if fs.served.Load() != int64(n) {
+		t.Errorf("fast path served %d of %d", fs.served.Load(), n)
+	}
+}
