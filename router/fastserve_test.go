@@ -36,15 +36,8 @@ const fastReq = "POST /endpoints/ep/invocations HTTP/1.1\r\nHost: x\r\nContent-T
 // and what follows on the same connection.
 func TestFastPathPipelinedThenHandedOff(t *testing.T) {
 	m := model(t, "a", nil)
-	e := newEnv(t, Config{})
-	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
-	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
-	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	e := epEnv(t, m)
+	c := e.dial()
 	io.WriteString(c, fastReq+fastReq+"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"+fastReq)
 	br := bufio.NewReader(c)
 	for i, want := range []string{"a", "a", "", "a"} {
@@ -61,15 +54,8 @@ func TestFastPathPipelinedThenHandedOff(t *testing.T) {
 // its timeouts; it is still answered.
 func TestFastPathSplitRequestGoesToNetHTTP(t *testing.T) {
 	m := model(t, "a", nil)
-	e := newEnv(t, Config{})
-	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
-	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
-	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	e := epEnv(t, m)
+	c := e.dial()
 	io.WriteString(c, fastReq[:len(fastReq)-2])
 	// The rest goes only once the fast path has seen the partial request
 	// and handed the connection over: a fixed pause would let a loaded
@@ -94,9 +80,7 @@ func TestFastPathHangUpCancelsModelCall(t *testing.T) {
 		<-r.Context().Done()
 		close(cancelled)
 	})
-	e := newEnv(t, Config{})
-	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
-	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	e := epEnv(t, m)
 	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -290,9 +274,7 @@ func TestFastResponseMatchesNetHTTP(t *testing.T) {
 // (the model call's abort, dial deadlines) is gone once it is done.
 func TestFastPathContextHoldsNothingAfterRequests(t *testing.T) {
 	m := model(t, "a", nil)
-	e := newEnv(t, Config{})
-	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
-	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	e := epEnv(t, m)
 	for range 20 {
 		resp, body := e.invoke("ep", []byte("x"))
 		mustStatus(t, resp, body, 200)
@@ -383,4 +365,25 @@ func TestFastPathBusyConnectionOutlivesIdleTimeout(t *testing.T) {
 	if fs.served.Load() != int64(n) {
 		t.Errorf("fast path served %d of %d", fs.served.Load(), n)
 	}
+}
+
+// epEnv is a router serving endpoint "ep" of one variant "a" on model m.
+func epEnv(t *testing.T, m *httptest.Server) *testEnv {
+	t.Helper()
+	e := newEnv(t, Config{})
+	e.rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	e.rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	return e
+}
+
+// dial opens a raw connection to the router, closed with the test.
+func (e *testEnv) dial() net.Conn {
+	e.t.Helper()
+	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
 }
