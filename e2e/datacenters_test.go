@@ -297,6 +297,27 @@ func instances(t *testing.T, c *testagents.Cluster, jobID string) map[string]ins
 	return out
 }
 
+// runningOutside counts the job's allocations Nomad has running and
+// meant to run on clients outside datacenter dc; -1 when Nomad cannot say.
+func runningOutside(c *testagents.Cluster, jobID, dc string) int {
+	allocs, _, err := c.Nomad.Jobs().Allocations(jobID, false, nil)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, a := range allocs {
+		if a.ClientStatus != nomadapi.AllocClientStatusRunning || a.DesiredStatus != nomadapi.AllocDesiredStatusRun {
+			continue
+		}
+		for _, node := range c.Nodes {
+			if node.NodeID == a.NodeID && node.Datacenter != dc {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // checkContainerIsolation: the fetch task's rendered environment held the
 // store keys; the model container's environment, mounts and every file it
 // can see hold neither the keys nor a Vault token, and its model dir is
@@ -424,10 +445,13 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	}
 
 	// Nomad replaces the lost instances in the surviving datacenters.
+	// Both views must agree: Consul can pass a replacement's check before
+	// the Nomad server has its client's "running" update (the client
+	// batches those), so Consul alone is not Nomad having replaced it.
 	back := time.Duration(0)
 	for time.Since(cut) < 3*time.Minute && ctx.Err() == nil {
 		entries, _, err := c.Consul.Client.Health().Service(contract.ServiceName(endpointName), "", true, nil)
-		if err == nil && len(entries) >= dcInstances {
+		if err == nil && len(entries) >= dcInstances && runningOutside(c, jobID, lost) == dcInstances {
 			back = time.Since(cut)
 			break
 		}
