@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -187,32 +188,7 @@ func BenchmarkThroughput(b *testing.B) {
 	backend := benchBackend(b)
 	payload := bytes.Repeat([]byte("x"), 256)
 
-	run := func(b *testing.B, url string) {
-		tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, DisableCompression: true}
-		defer tr.CloseIdleConnections()
-		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		b.ReportAllocs()
-		b.SetParallelism(16)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
-				req.Header["Content-Type"] = []string{"application/json"}
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Errorf("status %d", resp.StatusCode)
-					return
-				}
-			}
-		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-	}
+	run := func(b *testing.B, url string) { benchClients(b, url, payload) }
 
 	b.Run("direct", func(b *testing.B) {
 		run(b, backend.URL+"/invocations")
@@ -241,4 +217,63 @@ func BenchmarkThroughput(b *testing.B) {
 		defer srv.Close()
 		run(b, srv.URL+"/endpoints/demo/invocations")
 	})
+}
+
+// benchClients posts payload to url from 16 parallel net/http clients
+// until b.N requests were answered 200, and reports req/s.
+func benchClients(b *testing.B, url string, payload []byte) {
+	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
+			req.Header["Content-Type"] = []string{"application/json"}
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// BenchmarkRequestSizes: the router as `serai router` serves plain HTTP
+// (the fast path in front of net/http) under Go clients, whose Transport
+// writes a request over 4 KiB in several writes, so the router often
+// reads it in parts, as it does any request over one TCP segment from
+// across a network. fast/op is the share of requests the fast path
+// served.
+func BenchmarkRequestSizes(b *testing.B) {
+	backend := benchBackend(b)
+	for _, size := range []int{1 << 10, 6 << 10, 12 << 10} {
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			rt, err := New(Config{Logger: hclog.NewNullLogger()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rt.Close()
+			rt.SetRoutes("demo", oneGen("demo", "a", 1))
+			rt.SetInstances("demo", []Instance{inst("a", addrOf(backend), "a", 1)})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			fs := newFastServer(newHTTPServer(rt, nil, hclog.NewNullLogger()))
+			go fs.Serve(ln)
+			defer fs.Close()
+			benchClients(b, "http://"+ln.Addr().String()+"/endpoints/demo/invocations", bytes.Repeat([]byte("x"), size))
+			b.ReportMetric(float64(fs.served.Load())/float64(b.N), "fast/op")
+		})
+	}
 }

@@ -22,13 +22,15 @@ import (
 // WriteHeader; docs/performance.md). fastServer serves the requests the
 // router exists for, plain-HTTP/1.1 POST /endpoints/{name}/invocations and
 // /invocations-response-stream with a Content-Length body that arrives
-// whole (head and body within 16 KiB, in the bytes one read brings), on
+// whole within splitWait (head and body within 16 KiB; across a real
+// network a request over one TCP segment arrives in several reads), on
 // its own connection loop, with the same Router as handler. Every
 // connection that sends anything else goes to net/http, bytes already
 // read included, for the rest of its life: TLS and HTTP/2 (Serve never
 // puts the fast path in front of TLS), /ping and /metrics, chunked or
-// large bodies, a request split across reads (a slow client: net/http's
-// header and body timeouts apply), Expect, Connection and Upgrade headers,
+// large bodies, a request whose rest takes longer than splitWait (a slow
+// client: net/http's header and body timeouts apply from there), Expect,
+// Connection and Upgrade headers,
 // HTTP/1.0, and anything else its parser does not take. The parser takes a
 // subset of what net/http's server takes and reads it the same way
 // (FuzzFastParseAgainstNetHTTP); the ResponseWriter answers as net/http's
@@ -63,6 +65,11 @@ const (
 	// idleRearm: the read deadline that bounds an idle connection is
 	// pushed forward at most this often, not per request.
 	idleRearm = time.Second
+	// splitWait bounds how long the fast path waits for the rest of a
+	// request that could be a fast one. The rest of a request split by
+	// the network follows within a round trip; a client slower than this
+	// is net/http's.
+	splitWait = time.Second
 )
 
 type fastServer struct {
@@ -76,12 +83,15 @@ type fastServer struct {
 	wg       sync.WaitGroup
 
 	// served and handedOff count requests served here and connections
-	// given to net/http (tests check the fast path is taken).
-	served, handedOff atomic.Int64
+	// given to net/http, split the requests whose rest the fast path
+	// waited for (tests check the fast path is taken).
+	served, handedOff, split atomic.Int64
+
+	splitWait time.Duration
 }
 
 func newFastServer(srv *http.Server) *fastServer {
-	return &fastServer{srv: srv, conns: map[*fastConn]struct{}{},
+	return &fastServer{srv: srv, conns: map[*fastConn]struct{}{}, splitWait: splitWait,
 		handoff: &handoffListener{conns: make(chan net.Conn), closed: make(chan struct{})}}
 }
 
@@ -304,11 +314,19 @@ func (fc *fastConn) serve() {
 			fc.c.Close()
 			return
 		}
-		// Only a request that arrived whole takes the fast path; one
-		// split across reads (a slow client, a large body) is net/http's,
-		// with its header and body timeouts.
-		n, ok := fc.req.parse(fc)
-		if !ok {
+		n, res := fc.req.parse(fc)
+		if res == fastPartial {
+			n, res = fc.awaitRest()
+			if res == fastClosed {
+				fc.c.Close()
+				return
+			}
+			// The hang-up detector below reads under the idle deadline.
+			now := time.Now()
+			fc.c.SetReadDeadline(deadline(now))
+			fc.armedAt = now
+		}
+		if res != fastWhole {
 			fc.giveUp()
 			return
 		}
@@ -344,6 +362,31 @@ func (fc *fastConn) serve() {
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
+
+// awaitRest reads the rest of a request that could be a fast one, for at
+// most splitWait: a request split by the network then takes the fast path
+// (before, its connection went to net/http for good). A slower client's
+// request is notFast, handed with what it sent to net/http, whose header
+// and body timeouts then apply. The caller re-arms the read deadline.
+func (fc *fastConn) awaitRest() (int, parseResult) {
+	fc.s.split.Add(1)
+	fc.c.SetReadDeadline(time.Now().Add(fc.s.splitWait))
+	for {
+		// parse says fastPartial only while the buffer has room.
+		if _, err := fc.br.Peek(fc.br.Buffered() + 1); err != nil {
+			if isTimeout(err) {
+				return 0, notFast
+			}
+			return 0, fastClosed
+		}
+		if fc.closing.Load() {
+			return 0, fastClosed
+		}
+		if n, res := fc.req.parse(fc); res != fastPartial {
+			return n, res
+		}
+	}
+}
 
 // giveUp hands the connection, with what was read of it, to net/http.
 func (fc *fastConn) giveUp() {
@@ -405,25 +448,43 @@ type fastRequest struct {
 
 var errNotFast = errors.New("not for the fast path")
 
+type parseResult int
+
+const (
+	notFast     parseResult = iota // net/http's
+	fastWhole                      // parsed, ready to serve
+	fastPartial                    // could be a fast request; the rest has not arrived
+	fastClosed                     // the client went away, or the server is closing
+)
+
+// fastPrefix starts every request the fast path takes.
+const fastPrefix = "POST /endpoints/"
+
 // parse parses the request at the start of fc.br if it is whole there
 // and for the fast path, and returns its length (head and body).
-func (fr *fastRequest) parse(fc *fastConn) (int, bool) {
+func (fr *fastRequest) parse(fc *fastConn) (int, parseResult) {
 	b, _ := fc.br.Peek(fc.br.Buffered())
 	i := bytes.Index(b, crlfcrlf)
 	if i < 0 {
-		return 0, false
+		if len(b) < fastBufSize && string(b[:min(len(b), len(fastPrefix))]) == fastPrefix[:min(len(b), len(fastPrefix))] {
+			return 0, fastPartial
+		}
+		return 0, notFast
 	}
 	headLen := i + 4
 	head, err := parseFastHead(b[:headLen], fr.hdr, fr.vals[:0], fc)
-	if err != nil || int64(len(b)-headLen) < head.contentLength {
-		return 0, false
+	if err != nil || int64(headLen)+head.contentLength > fastBufSize {
+		return 0, notFast
+	}
+	if int64(len(b)-headLen) < head.contentLength {
+		return 0, fastPartial
 	}
 	fr.vals = head.vals
 	fr.path = head.path
 	fr.host = head.host
 	fr.contentLength = head.contentLength
 	fr.body = append(fr.body[:0], b[headLen:headLen+int(head.contentLength)]...)
-	return headLen + int(head.contentLength), true
+	return headLen + int(head.contentLength), fastWhole
 }
 
 type fastHead struct {

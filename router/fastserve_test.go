@@ -50,23 +50,80 @@ func TestFastPathPipelinedThenHandedOff(t *testing.T) {
 	}
 }
 
-// A request that does not arrive whole in one read is net/http's, with
-// its timeouts; it is still answered.
-func TestFastPathSplitRequestGoesToNetHTTP(t *testing.T) {
+// A request split across reads, as a real network splits one larger than
+// a TCP segment, is served on the fast path once its rest arrives, and the
+// connection stays there (it once went to net/http for good).
+func TestFastPathSplitRequestServedWhole(t *testing.T) {
 	m := model(t, "a", nil)
 	e := epEnv(t, m)
 	c := e.dial()
+	br := bufio.NewReader(c)
+	cuts := []int{10, strings.Index(fastReq, "\r\n\r\n") + 2, len(fastReq) - 1}
+	for i, cut := range cuts {
+		io.WriteString(c, fastReq[:cut])
+		// The rest goes once the fast path waits for it: a fixed pause
+		// would let a loaded machine read both parts at once.
+		waitFor(t, 10*time.Second, "the wait for the rest", func() bool { return e.fast.split.Load() == int64(i+1) })
+		io.WriteString(c, fastReq[cut:])
+		if code, body := readAnswer(t, br); code != 200 || body != "a" {
+			t.Fatalf("cut at %d: %d %q", cut, code, body)
+		}
+	}
+	io.WriteString(c, fastReq)
+	if code, body := readAnswer(t, br); code != 200 || body != "a" {
+		t.Fatalf("whole request after split ones: %d %q", code, body)
+	}
+	if s, h := e.fast.served.Load(), e.fast.handedOff.Load(); s != int64(len(cuts)+1) || h != 0 {
+		t.Errorf("fast path served %d, handed off %d; want %d and 0", s, h, len(cuts)+1)
+	}
+}
+
+// A client slower than splitWait is net/http's, with what it sent so far;
+// a partial request that cannot be a fast one goes there at once; a client
+// that hangs up mid-request leaves nothing behind.
+func TestFastPathSlowOrOtherPartialRequestGoesToNetHTTP(t *testing.T) {
+	fs, addr := fastEnv(t, model(t, "a", nil), func(_ *http.Server, fs *fastServer) { fs.splitWait = 50 * time.Millisecond })
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+
+	c := dial()
 	io.WriteString(c, fastReq[:len(fastReq)-2])
-	// The rest goes only once the fast path has seen the partial request
-	// and handed the connection over: a fixed pause would let a loaded
-	// machine read both parts at once.
-	waitFor(t, 10*time.Second, "the hand-off", func() bool { return e.fast.handedOff.Load() == 1 })
+	waitFor(t, 10*time.Second, "the hand-off", func() bool { return fs.handedOff.Load() == 1 })
 	io.WriteString(c, "hi")
 	if code, body := readAnswer(t, bufio.NewReader(c)); code != 200 || body != "a" {
-		t.Fatalf("%d %q", code, body)
+		t.Fatalf("slow client: %d %q", code, body)
 	}
-	if s, h := e.fast.served.Load(), e.fast.handedOff.Load(); s != 0 || h != 1 {
-		t.Errorf("fast path served %d, handed off %d; want 0 and 1", s, h)
+
+	c = dial()
+	io.WriteString(c, "GET /pi")
+	waitFor(t, 10*time.Second, "the hand-off", func() bool { return fs.handedOff.Load() == 2 })
+	io.WriteString(c, "ng HTTP/1.1\r\nHost: x\r\n\r\n")
+	if code, _ := readAnswer(t, bufio.NewReader(c)); code != 200 {
+		t.Fatalf("GET /ping sent in two parts: %d", code)
+	}
+	if s, n := fs.served.Load(), fs.split.Load(); s != 0 || n != 1 {
+		t.Errorf("fast path served %d, waited for %d rests; want 0 and 1", s, n)
+	}
+
+	fs, addr = fastEnv(t, model(t, "a", nil), func(_ *http.Server, fs *fastServer) { fs.splitWait = time.Minute })
+	c = dial()
+	io.WriteString(c, fastReq[:20])
+	waitFor(t, 10*time.Second, "the wait for the rest", func() bool { return fs.split.Load() == 1 })
+	c.Close()
+	waitFor(t, 10*time.Second, "the connection to be forgotten", func() bool {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return len(fs.conns) == 0
+	})
+	if h := fs.handedOff.Load(); h != 0 {
+		t.Errorf("a hang-up mid-request was handed to net/http")
 	}
 }
 
@@ -329,24 +386,9 @@ func TestFastResponseShortBodyClosesConnection(t *testing.T) {
 // outlive the idle timeout (it was once closed IdleTimeout after it
 // opened, resetting the request in flight).
 func TestFastPathBusyConnectionOutlivesIdleTimeout(t *testing.T) {
-	m := model(t, "a", nil)
-	rt, err := New(Config{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	rt.SetRoutes("ep", oneGen("ep", "a", 1))
-	rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := newHTTPServer(rt, nil, testLogger(t))
-	hs.IdleTimeout = 300 * time.Millisecond
-	fs := newFastServer(hs)
-	go fs.Serve(ln)
-	defer fs.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	idle := 300 * time.Millisecond
+	fs, addr := fastEnv(t, model(t, "a", nil), func(hs *http.Server, _ *fastServer) { hs.IdleTimeout = idle })
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +396,7 @@ func TestFastPathBusyConnectionOutlivesIdleTimeout(t *testing.T) {
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(c)
 	n := 0
-	for start := time.Now(); time.Since(start) < 5*hs.IdleTimeout; n++ {
+	for start := time.Now(); time.Since(start) < 5*idle; n++ {
 		if _, err := io.WriteString(c, fastReq); err != nil {
 			t.Fatalf("request %d: %v", n, err)
 		}
@@ -365,6 +407,30 @@ func TestFastPathBusyConnectionOutlivesIdleTimeout(t *testing.T) {
 	if fs.served.Load() != int64(n) {
 		t.Errorf("fast path served %d of %d", fs.served.Load(), n)
 	}
+}
+
+// fastEnv is a router serving endpoint "ep" of one variant "a" on model m
+// through a fast server that tune adjusted before it started; it returns
+// the server and its address. Everything stops with the test.
+func fastEnv(t *testing.T, m *httptest.Server, tune func(*http.Server, *fastServer)) (*fastServer, string) {
+	t.Helper()
+	rt, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+	rt.SetRoutes("ep", oneGen("ep", "a", 1))
+	rt.SetInstances("ep", []Instance{inst("a1", addrOf(m), "a", 1)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := newHTTPServer(rt, nil, testLogger(t))
+	fs := newFastServer(hs)
+	tune(hs, fs)
+	go fs.Serve(ln)
+	t.Cleanup(func() { fs.Close() })
+	return fs, ln.Addr().String()
 }
 
 // epEnv is a router serving endpoint "ep" of one variant "a" on model m.
