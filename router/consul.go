@@ -1,20 +1,22 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"github.com/seraihq/serai/contract"
 	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/names"
 )
 
@@ -32,6 +34,13 @@ type ConsulConfig struct {
 	// RetryMin and RetryMax bound the back-off after a failed query
 	// (defaults 250 ms and 5 s).
 	RetryMin, RetryMax time.Duration
+	// EndpointWatches is how many endpoints may each have their own
+	// blocking health query (default 64). Every blocking query holds one
+	// HTTP connection to the agent, and Consul allows one address 200
+	// (limits.http_max_conns_per_client); past this many endpoints the
+	// router watches all their health with one query instead (see
+	// sharedHealth). Negative: always the one query.
+	EndpointWatches int
 }
 
 // ConsulDiscovery watches Consul: the KV prefix serai/routes/ for routing
@@ -60,6 +69,9 @@ func NewConsulDiscovery(cfg ConsulConfig) *ConsulDiscovery {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 5 * time.Second
 	}
+	if cfg.EndpointWatches == 0 {
+		cfg.EndpointWatches = 64
+	}
 	return &ConsulDiscovery{cfg: cfg, log: cfg.Logger.Named("consul")}
 }
 
@@ -68,18 +80,28 @@ const kvSource = "consul/kv"
 func healthSource(endpoint string) string { return "consul/health/" + endpoint }
 
 type endpointWatch struct {
-	cancel      context.CancelFunc
-	done        chan struct{}
-	modifyIndex uint64
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // Run implements Discovery.
 func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
+	tables := map[string]uint64{} // endpoint → its table's ModifyIndex
 	watches := map[string]*endpointWatch{}
+	var shared *sharedHealth
 	var wg sync.WaitGroup
+	stopWatch := func(name string) {
+		ew := watches[name]
+		ew.cancel()
+		<-ew.done
+		delete(watches, name)
+	}
 	defer func() {
 		for _, w := range watches {
 			w.cancel()
+		}
+		if shared != nil {
+			shared.stop()
 		}
 		wg.Wait()
 	}()
@@ -112,9 +134,8 @@ func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
 				reject(p.Key, p.ModifyIndex, "ignoring routing table under an invalid endpoint name")
 				continue
 			}
-			seen[name] = true
-			ew := watches[name]
-			if ew != nil && ew.modifyIndex == p.ModifyIndex {
+			if idx, ok := tables[name]; ok && idx == p.ModifyIndex {
+				seen[name] = true
 				continue
 			}
 			routes, err := DecodeRoutes(p.Value)
@@ -123,15 +144,63 @@ func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
 			}
 			if err != nil {
 				reject(p.Key, p.ModifyIndex, "rejected routing table; keeping the previous one", "error", err)
+				if _, ok := tables[name]; ok {
+					seen[name] = true // the previous table stays
+				}
 				continue
 			}
+			seen[name] = true
 			sink.SetRoutes(name, routes)
-			if ew != nil {
-				ew.modifyIndex = p.ModifyIndex
+			if _, ok := tables[name]; !ok {
+				d.log.Info("watching endpoint", "endpoint", name)
+			}
+			tables[name] = p.ModifyIndex
+		}
+		rejected = nowRejected
+
+		// Removed endpoints: no watch may write their instances after
+		// this, then they go.
+		if shared != nil {
+			shared.setEndpoints(seen)
+		}
+		for name := range tables {
+			if seen[name] {
+				continue
+			}
+			if watches[name] != nil {
+				stopWatch(name)
+			}
+			delete(tables, name)
+			sink.SetInstances(name, nil)
+			sink.SetRoutes(name, nil)
+			sink.ForgetSource(healthSource(name))
+		}
+
+		if d.cfg.EndpointWatches < 0 || len(tables) > d.cfg.EndpointWatches {
+			if shared == nil {
+				d.log.Info("watching the health of all endpoints with one query", "endpoints", len(tables), "endpoint_watches", d.cfg.EndpointWatches)
+				for name := range watches {
+					// The shared watch takes over from the last instances
+					// this one set.
+					stopWatch(name)
+					sink.ForgetSource(healthSource(name))
+				}
+				shared = d.startShared(ctx, sink, &wg)
+			}
+			shared.setEndpoints(seen)
+			continue
+		}
+		if shared != nil {
+			d.log.Info("watching each endpoint's health with its own query", "endpoints", len(tables))
+			shared.stop()
+			shared = nil
+		}
+		for name := range tables {
+			if watches[name] != nil {
 				continue
 			}
 			wctx, cancel := context.WithCancel(ctx)
-			ew = &endpointWatch{cancel: cancel, done: make(chan struct{}), modifyIndex: p.ModifyIndex}
+			ew := &endpointWatch{cancel: cancel, done: make(chan struct{})}
 			watches[name] = ew
 			wg.Add(1)
 			go func(name string, done chan struct{}) {
@@ -139,19 +208,6 @@ func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
 				defer close(done)
 				d.watchHealth(wctx, name, sink)
 			}(name, ew.done)
-			d.log.Info("watching endpoint", "endpoint", name)
-		}
-		rejected = nowRejected
-		for name, ew := range watches {
-			if seen[name] {
-				continue
-			}
-			ew.cancel()
-			<-ew.done
-			delete(watches, name)
-			sink.SetInstances(name, nil)
-			sink.SetRoutes(name, nil)
-			sink.ForgetSource(healthSource(name))
 		}
 	}
 }
@@ -167,42 +223,283 @@ func (d *ConsulDiscovery) watchHealth(ctx context.Context, endpoint string, sink
 		if err != nil {
 			return
 		}
-		var insts []Instance
-		for _, e := range res.([]*consulapi.ServiceEntry) {
-			if e.Service == nil {
-				continue
-			}
-			tags, ok := contract.ParseTags(e.Service.Tags)
-			if !ok {
-				d.log.Debug("instance without valid variant/generation tags ignored", "endpoint", endpoint, "service_id", e.Service.ID)
-				continue
-			}
-			host := e.Service.Address
-			if host == "" && e.Node != nil {
-				host = e.Node.Address
-			}
-			if host == "" || e.Service.Port <= 0 {
-				continue
-			}
-			node := ""
-			if e.Node != nil {
-				node = e.Node.Node
-			}
-			insts = append(insts, Instance{
-				ID:         node + "/" + e.Service.ID,
-				Address:    net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
-				Variant:    tags.Variant,
-				Generation: tags.Generation,
-				Model:      tags.Model,
-				Shadow:     tags.Shadow,
-			})
-		}
-		slices.SortFunc(insts, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+		insts := d.instances(endpoint, res.([]*consulapi.ServiceEntry))
 		if first || !slices.Equal(insts, last) {
 			sink.SetInstances(endpoint, insts)
 			last, first = insts, false
 		}
 	}
+}
+
+// instances turns endpoint's passing service entries into Instances,
+// sorted by ID.
+func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.ServiceEntry) []Instance {
+	var insts []Instance
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		tags, ok := contract.ParseTags(e.Service.Tags)
+		if !ok {
+			d.log.Debug("instance without valid variant/generation tags ignored", "endpoint", endpoint, "service_id", e.Service.ID)
+			continue
+		}
+		host := e.Service.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		if host == "" || e.Service.Port <= 0 {
+			continue
+		}
+		node := ""
+		if e.Node != nil {
+			node = e.Node.Node
+		}
+		insts = append(insts, Instance{
+			ID:         node + "/" + e.Service.ID,
+			Address:    net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			Variant:    tags.Variant,
+			Generation: tags.Generation,
+			Model:      tags.Model,
+			Shadow:     tags.Shadow,
+		})
+	}
+	slices.SortFunc(insts, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	return insts
+}
+
+const (
+	sharedSource      = "consul/health"
+	sharedFetchSource = "consul/health/fetch"
+	// sharedFetches bounds the instance fetches in flight at once, well
+	// under the agent's per-client connection limit.
+	sharedFetches = 8
+	// sharedFilter selects the checks that decide which serai instances
+	// pass: theirs, and every node's own (serfHealth, maintenance), since
+	// a failed node fails its services without touching their checks.
+	sharedFilter = `ServiceName matches "^` + contract.ServicePrefix + `" or ServiceName == ""`
+	// pendingPrint is the fingerprint of an endpoint never fetched; no
+	// real fingerprint equals it.
+	pendingPrint = "\x00pending"
+)
+
+// sharedHealth watches the health of many endpoints with one blocking
+// query on /v1/health/state/any (filtered to serai's services and the
+// nodes' own checks) and fetches an endpoint's passing instances, without
+// blocking, when its fingerprint changes: which checks it has, on which
+// nodes, with which status and tags, and the status of those nodes' own
+// checks. That is one connection held, not one per endpoint, at the price
+// of a round trip more per change and of waking on every check change in
+// the datacenter (answered with the filtered list; one wake per
+// MinInterval at most). An instance re-registered with a new address but
+// the same checks, status and tags is not noticed until its checks
+// change; Nomad gives a moved instance a new service ID.
+type sharedHealth struct {
+	d      *ConsulDiscovery
+	sink   Sink
+	cancel context.CancelFunc
+	done   chan struct{}
+	poke   chan struct{}
+
+	mu        sync.Mutex
+	endpoints map[string]string // endpoint → fingerprint of what was last set
+}
+
+func (d *ConsulDiscovery) startShared(ctx context.Context, sink Sink, wg *sync.WaitGroup) *sharedHealth {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &sharedHealth{d: d, sink: sink, cancel: cancel, done: make(chan struct{}), poke: make(chan struct{}, 1),
+		endpoints: map[string]string{}}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(s.done)
+		s.run(ctx)
+	}()
+	return s
+}
+
+// stop returns once the watch can set no more instances.
+func (s *sharedHealth) stop() {
+	s.cancel()
+	<-s.done
+	s.sink.ForgetSource(sharedSource)
+	s.sink.ForgetSource(sharedFetchSource)
+}
+
+// setEndpoints makes names the endpoints watched. Once it returns, no
+// instances are set for an endpoint not in names; new ones are fetched
+// at once.
+func (s *sharedHealth) setEndpoints(names map[string]bool) {
+	s.mu.Lock()
+	added := false
+	for n := range s.endpoints {
+		if !names[n] {
+			delete(s.endpoints, n)
+		}
+	}
+	for n := range names {
+		if _, ok := s.endpoints[n]; !ok {
+			s.endpoints[n] = pendingPrint
+			added = true
+		}
+	}
+	s.mu.Unlock()
+	if added {
+		s.wake()
+	}
+}
+
+func (s *sharedHealth) wake() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sharedHealth) run(ctx context.Context) {
+	// The blocking query runs on its own so a change lands while
+	// fetches for the previous one are in flight; only the latest
+	// checks matter.
+	latest := make(chan consulapi.HealthChecks, 1)
+	queried := make(chan struct{})
+	// Nothing of this watch reports after stop returns.
+	defer func() { <-queried }()
+	go func() {
+		defer close(queried)
+		w := &blockingWatch{d: s.d, source: sharedSource, sink: s.sink}
+		for {
+			res, _, err := w.next(ctx, func(q *consulapi.QueryOptions) (any, *consulapi.QueryMeta, error) {
+				q.Filter = sharedFilter
+				return s.d.cfg.Client.Health().State(consulapi.HealthAny, q)
+			})
+			if err != nil {
+				return
+			}
+			select {
+			case <-latest:
+			default:
+			}
+			latest <- res.(consulapi.HealthChecks)
+		}
+	}()
+	var checks consulapi.HealthChecks
+	have := false
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case checks = <-latest:
+			have = true
+		case <-s.poke:
+		}
+		var prints map[string]string
+		if have {
+			prints = fingerprints(checks)
+		}
+		s.mu.Lock()
+		var todo []string
+		for ep, fp := range s.endpoints {
+			// Before the first checks arrive only new endpoints are
+			// fetched; their print stays pending, so they are fetched
+			// again with the first checks.
+			if have && fp != prints[ep] || !have && fp == pendingPrint {
+				todo = append(todo, ep)
+			}
+		}
+		s.mu.Unlock()
+		if len(todo) == 0 {
+			continue
+		}
+		var failed atomic.Int64
+		var firstErr atomic.Value
+		sem := make(chan struct{}, sharedFetches)
+		var fetches sync.WaitGroup
+		for _, ep := range todo {
+			sem <- struct{}{}
+			fetches.Add(1)
+			go func(ep string) {
+				defer fetches.Done()
+				defer func() { <-sem }()
+				q := (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx)
+				entries, _, err := s.d.cfg.Client.Health().Service(ServiceName(ep), "", true, q)
+				if err != nil {
+					if ctx.Err() == nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+					}
+					return
+				}
+				insts := s.d.instances(ep, entries)
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if _, ok := s.endpoints[ep]; !ok || ctx.Err() != nil {
+					return // no longer watched
+				}
+				fp := pendingPrint
+				if have {
+					fp = prints[ep]
+				}
+				s.endpoints[ep] = fp
+				s.sink.SetInstances(ep, insts)
+			}(ep)
+		}
+		fetches.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+		if failed.Load() == 0 {
+			failures = 0
+			s.sink.ReportSync(sharedFetchSource, nil)
+			continue
+		}
+		// What failed keeps its print, so it is fetched again: after a
+		// back-off, or sooner if the checks change.
+		failures++
+		err := firstErr.Load().(error)
+		s.sink.ReportSync(sharedFetchSource, fmt.Errorf("%d of %d endpoints' instances: %w", failed.Load(), len(todo), err))
+		back := min(s.d.cfg.RetryMin<<min(failures-1, 10), s.d.cfg.RetryMax)
+		time.AfterFunc(back, s.wake)
+	}
+}
+
+// fingerprints maps each endpoint with serai checks to a string that
+// changes when anything that decides its passing instances does.
+func fingerprints(checks consulapi.HealthChecks) map[string]string {
+	nodes := map[string][]string{}
+	perEP := map[string][]*consulapi.HealthCheck{}
+	for _, c := range checks {
+		if c.ServiceName == "" {
+			nodes[c.Node] = append(nodes[c.Node], c.CheckID+"="+c.Status)
+			continue
+		}
+		ep, ok := strings.CutPrefix(c.ServiceName, contract.ServicePrefix)
+		if !ok {
+			continue
+		}
+		perEP[ep] = append(perEP[ep], c)
+	}
+	for _, ns := range nodes {
+		slices.Sort(ns)
+	}
+	out := make(map[string]string, len(perEP))
+	var b strings.Builder
+	for ep, cs := range perEP {
+		slices.SortFunc(cs, func(a, b *consulapi.HealthCheck) int {
+			return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.ServiceID, b.ServiceID), strings.Compare(a.CheckID, b.CheckID))
+		})
+		b.Reset()
+		node := ""
+		for _, c := range cs {
+			if c.Node != node {
+				node = c.Node
+				fmt.Fprintf(&b, "node %q %q\n", node, nodes[node])
+			}
+			fmt.Fprintf(&b, "%q %q %q %q\n", c.ServiceID, c.CheckID, c.Status, c.ServiceTags)
+		}
+		out[ep] = b.String()
+	}
+	return out
 }
 
 // blockingWatch runs one Consul blocking query after another, keeping the

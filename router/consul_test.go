@@ -98,16 +98,28 @@ func slotAddrs(rt *Router, endpoint string) map[string][]string {
 	return out
 }
 
+// healthModes runs f with each way the router watches instance health: a
+// blocking query per endpoint, and one shared query for all of them.
+func healthModes(t *testing.T, f func(t *testing.T, watches int)) {
+	t.Run("per-endpoint", func(t *testing.T) { f(t, 0) })
+	t.Run("shared", func(t *testing.T) { f(t, -1) })
+}
+
 // TestConsulDiscoveryFollowsChanges registers real model servers in a real
 // Consul agent and checks that each change reaches the routing table within
-// a second: registration, health going critical and back, KV weights,
-// deregistration and removal of the table.
+// a second: registration, health going critical and back, the node going
+// into maintenance and back, KV weights, deregistration and removal of the
+// table.
 func TestConsulDiscoveryFollowsChanges(t *testing.T) {
+	healthModes(t, testConsulDiscoveryFollowsChanges)
+}
+
+func testConsulDiscoveryFollowsChanges(t *testing.T, watches int) {
 	agent := testagents.StartConsul(t)
 	c := agent.Client
 	a, b := model(t, "a", nil), model(t, "b", nil)
 	e := newEnv(t, Config{})
-	startDiscovery(t, e.rt, c, ConsulConfig{})
+	startDiscovery(t, e.rt, c, ConsulConfig{EndpointWatches: watches})
 
 	step := func(what string, cond func() bool) {
 		t.Helper()
@@ -152,6 +164,19 @@ func TestConsulDiscoveryFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	step("b's health passes again", func() bool { return len(slotAddrs(e.rt, "demo")["b"]) == 1 })
+
+	// A node's own check fails its services without touching theirs.
+	if err := c.Agent().EnableNodeMaintenance("test"); err != nil {
+		t.Fatal(err)
+	}
+	step("node in maintenance", func() bool { return len(slotAddrs(e.rt, "demo")) == 0 })
+	if err := c.Agent().DisableNodeMaintenance(); err != nil {
+		t.Fatal(err)
+	}
+	step("node out of maintenance", func() bool {
+		s := slotAddrs(e.rt, "demo")
+		return len(s["a"]) == 1 && len(s["b"]) == 1
+	})
 
 	putRoutes(t, c, oneGen("demo", "a", 0, "b", 1))
 	step("KV weights changed to a=0 b=1", func() bool {
@@ -269,6 +294,10 @@ func (p *tcpProxy) restore() {
 // that it keeps routing from the last table, reports the outage in its
 // metrics, and recovers when Consul is back.
 func TestConsulOutageKeepsLastTable(t *testing.T) {
+	healthModes(t, testConsulOutageKeepsLastTable)
+}
+
+func testConsulOutageKeepsLastTable(t *testing.T, watches int) {
 	agent := testagents.StartConsul(t)
 	a := model(t, "a", nil)
 	putRoutes(t, agent.Client, oneGen("demo", "a", 1))
@@ -280,7 +309,7 @@ func TestConsulOutageKeepsLastTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, Config{})
-	startDiscovery(t, e.rt, viaProxy, ConsulConfig{RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	startDiscovery(t, e.rt, viaProxy, ConsulConfig{RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, EndpointWatches: watches})
 	waitFor(t, 5*time.Second, "initial sync", func() bool { return len(slotAddrs(e.rt, "demo")["a"]) == 1 })
 
 	proxy.cut()
@@ -314,6 +343,98 @@ func TestConsulOutageKeepsLastTable(t *testing.T) {
 		_, ok := e.rt.table.Load().endpoints["demo"].byVariant["b"]
 		return ok
 	})
+}
+
+// The router switches between per-endpoint and shared health watches as
+// endpoints come and go past EndpointWatches, and follows changes
+// throughout, with no instance lost in the hand-over.
+func TestConsulHealthWatchModeSwitch(t *testing.T) {
+	agent := testagents.StartConsul(t)
+	c := agent.Client
+	m := model(t, "a", nil)
+	e := newEnv(t, Config{})
+	eps := []string{"e1", "e2", "e3"}
+	for _, ep := range eps[:2] {
+		putRoutes(t, c, oneGen(ep, "a", 1))
+		registerModel(t, c, ep, ep+"-a-1", addrOf(m), "a", 1)
+	}
+	startDiscovery(t, e.rt, c, ConsulConfig{EndpointWatches: 2})
+	all := func(eps ...string) func() bool {
+		return func() bool {
+			for _, ep := range eps {
+				if len(slotAddrs(e.rt, ep)["a"]) != 1 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 5*time.Second, "two endpoints, a watch each", all("e1", "e2"))
+
+	// A third endpoint: one shared watch from now on.
+	putRoutes(t, c, oneGen("e3", "a", 1))
+	registerModel(t, c, "e3", "e3-a-1", addrOf(m), "a", 1)
+	waitFor(t, followWithin, "the third endpoint", all("e1", "e2", "e3"))
+	if err := c.Agent().UpdateTTL("check-e1-a-1", "failing", consulapi.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, followWithin, "e1 critical, shared", func() bool { return len(slotAddrs(e.rt, "e1")["a"]) == 0 })
+	if !all("e2", "e3")() {
+		t.Fatal("the others lost their instances")
+	}
+
+	// Back to two: a watch each again.
+	if _, err := c.KV().Delete(contract.RoutesKey("e3"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, followWithin, "e3 removed", func() bool { return e.rt.table.Load().endpoints["e3"] == nil })
+	if err := c.Agent().UpdateTTL("check-e1-a-1", "ok", consulapi.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, followWithin, "e1 passing, per endpoint", all("e1", "e2"))
+	resp, body := e.invoke("e2", []byte("x"))
+	mustStatus(t, resp, body, 200)
+}
+
+// More endpoints than Consul lets one address hold connections
+// (limits.http_max_conns_per_client, 200 by default): the router loads
+// them all and follows a change, on an agent left at its defaults. With a
+// blocking query per endpoint (EndpointWatches: 1000) the endpoints past
+// the limit never load.
+func TestConsulManyEndpointsDefaultLimits(t *testing.T) {
+	agent := testagents.StartConsul(t)
+	c := agent.Client
+	m := model(t, "a", nil)
+	const n = 300
+	ep := func(i int) string { return "ep" + itoa(i) }
+	for i := range n {
+		putRoutes(t, c, oneGen(ep(i), "a", 1))
+		registerModel(t, c, ep(i), ep(i)+"-a-1", addrOf(m), "a", 1)
+	}
+	e := newEnv(t, Config{})
+	start := time.Now()
+	startDiscovery(t, e.rt, c, ConsulConfig{})
+	loaded := func() int {
+		k := 0
+		for i := range n {
+			if len(slotAddrs(e.rt, ep(i))["a"]) == 1 {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, 30*time.Second, "all endpoints loaded", func() bool { return loaded() == n })
+	t.Logf("%d endpoints loaded in %s", n, time.Since(start).Round(time.Millisecond))
+	if err := c.Agent().UpdateTTL("check-"+ep(n-1)+"-a-1", "failing", consulapi.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, followWithin, "the last endpoint's instance critical", func() bool { return len(slotAddrs(e.rt, ep(n-1))["a"]) == 0 })
+	t.Logf("a check flip among %d endpoints followed in %s", n, took.Round(time.Millisecond))
+	if loaded() != n-1 {
+		t.Errorf("%d endpoints with their instance, want %d", loaded(), n-1)
+	}
+	resp, body := e.invoke(ep(0), []byte("x"))
+	mustStatus(t, resp, body, 200)
 }
 
 // TestServeRegistersAndShutsDownGracefully runs the whole server: it
