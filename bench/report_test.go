@@ -206,7 +206,7 @@ func (r *report) write(path string) error {
 	w("| discovery start → every endpoint routes to all its instances | %s |\n", s.load.Round(time.Millisecond))
 	w("| one routing-table rebuild (an endpoint's instances replaced) with all endpoints loaded, p50 / max of 200 | %s / %s |\n", fmtDur(s.rebuildP50), fmtDur(s.rebuildMax))
 	w("| memory held by router + discovery (live heap + stacks after GC) | %.1f MiB |\n", float64(s.heapBytes)/(1<<20))
-	w("| goroutines (one blocking query per endpoint, plus the KV watch) | %d |\n", s.goroutines)
+	w("| goroutines (the KV watch, and a health watch per endpoint up to 64, past that one shared watch) | %d |\n", s.goroutines)
 	w("| convergence: a Consul health check flips → the routing change is in the table, p50 / max of %d | %s / %s |\n\n", s.flips, s.convergeP50.Round(time.Millisecond), s.convergeMax.Round(time.Millisecond))
 
 	w("%s", notesMarker)

@@ -393,17 +393,16 @@ func (s *sharedHealth) run(ctx context.Context) {
 			have = true
 		case <-s.poke:
 		}
-		var prints map[string]string
-		if have {
-			prints = fingerprints(checks)
+		if !have {
+			// The first answer comes at once (index 0 does not block);
+			// fetching before it would fetch everything twice.
+			continue
 		}
+		prints := fingerprints(checks)
 		s.mu.Lock()
 		var todo []string
 		for ep, fp := range s.endpoints {
-			// Before the first checks arrive only new endpoints are
-			// fetched; their print stays pending, so they are fetched
-			// again with the first checks.
-			if have && fp != prints[ep] || !have && fp == pendingPrint {
+			if fp != prints[ep] {
 				todo = append(todo, ep)
 			}
 		}
@@ -436,11 +435,7 @@ func (s *sharedHealth) run(ctx context.Context) {
 				if _, ok := s.endpoints[ep]; !ok || ctx.Err() != nil {
 					return // no longer watched
 				}
-				fp := pendingPrint
-				if have {
-					fp = prints[ep]
-				}
-				s.endpoints[ep] = fp
+				s.endpoints[ep] = prints[ep]
 				s.sink.SetInstances(ep, insts)
 			}(ep)
 		}
@@ -470,7 +465,7 @@ func fingerprints(checks consulapi.HealthChecks) map[string]string {
 	perEP := map[string][]*consulapi.HealthCheck{}
 	for _, c := range checks {
 		if c.ServiceName == "" {
-			nodes[c.Node] = append(nodes[c.Node], c.CheckID+"="+c.Status)
+			nodes[c.Node] = append(nodes[c.Node], c.CheckID+"\x01"+c.Status)
 			continue
 		}
 		ep, ok := strings.CutPrefix(c.ServiceName, contract.ServicePrefix)
@@ -493,9 +488,17 @@ func fingerprints(checks consulapi.HealthChecks) map[string]string {
 		for _, c := range cs {
 			if c.Node != node {
 				node = c.Node
-				fmt.Fprintf(&b, "node %q %q\n", node, nodes[node])
+				// Node, check and service names cannot hold a NUL; the
+				// separators keep one field from running into the next.
+				b.WriteString("\x00node\x00" + node)
+				for _, nc := range nodes[node] {
+					b.WriteString("\x00" + nc)
+				}
 			}
-			fmt.Fprintf(&b, "%q %q %q %q\n", c.ServiceID, c.CheckID, c.Status, c.ServiceTags)
+			b.WriteString("\x00" + c.ServiceID + "\x00" + c.CheckID + "\x00" + c.Status)
+			for _, tag := range c.ServiceTags {
+				b.WriteString("\x01" + tag)
+			}
 		}
 		out[ep] = b.String()
 	}

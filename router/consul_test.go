@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -514,4 +515,48 @@ func TestServeRegistersAndShutsDownGracefully(t *testing.T) {
 		}
 	})
 	check()
+}
+
+// What changes an endpoint's fingerprint: its checks' status, set and
+// tags, and its nodes' own checks; nothing of other endpoints, other
+// nodes or other services.
+func TestSharedHealthFingerprints(t *testing.T) {
+	base := func() consulapi.HealthChecks {
+		return consulapi.HealthChecks{
+			{Node: "n1", CheckID: "serfHealth", Status: "passing"},
+			{Node: "n2", CheckID: "serfHealth", Status: "passing"},
+			{Node: "n1", CheckID: "c1", ServiceID: "s1", ServiceName: "serai-a", Status: "passing", ServiceTags: []string{"v=x"}},
+			{Node: "n2", CheckID: "c2", ServiceID: "s2", ServiceName: "serai-b", Status: "passing"},
+			{Node: "n1", CheckID: "c3", ServiceID: "s3", ServiceName: "web", Status: "passing"},
+		}
+	}
+	before := fingerprints(base())
+	if len(before) != 2 || before["a"] == "" || before["b"] == "" {
+		t.Fatalf("prints %q", before)
+	}
+	for _, tc := range []struct {
+		what    string
+		change  func(consulapi.HealthChecks) consulapi.HealthChecks
+		changed string // endpoints whose print must change
+	}{
+		{"a's check critical", func(cs consulapi.HealthChecks) consulapi.HealthChecks { cs[2].Status = "critical"; return cs }, "a"},
+		{"a's tags", func(cs consulapi.HealthChecks) consulapi.HealthChecks { cs[2].ServiceTags = []string{"v=y"}; return cs }, "a"},
+		{"n2 fails", func(cs consulapi.HealthChecks) consulapi.HealthChecks { cs[1].Status = "critical"; return cs }, "b"},
+		{"n1 into maintenance", func(cs consulapi.HealthChecks) consulapi.HealthChecks {
+			return append(cs, &consulapi.HealthCheck{Node: "n1", CheckID: "_node_maintenance", Status: "critical"})
+		}, "a"},
+		{"another service's check", func(cs consulapi.HealthChecks) consulapi.HealthChecks { cs[4].Status = "critical"; return cs }, ""},
+		{"b's instance gone", func(cs consulapi.HealthChecks) consulapi.HealthChecks { return append(cs[:3], cs[4]) }, "b"},
+		{"order only", func(cs consulapi.HealthChecks) consulapi.HealthChecks {
+			slices.Reverse(cs)
+			return cs
+		}, ""},
+	} {
+		after := fingerprints(tc.change(base()))
+		for _, ep := range []string{"a", "b"} {
+			if got, want := after[ep] != before[ep], strings.Contains(tc.changed, ep); got != want {
+				t.Errorf("%s: %s's print changed %v, want %v", tc.what, ep, got, want)
+			}
+		}
+	}
 }
