@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -410,8 +409,11 @@ func (s *sharedHealth) run(ctx context.Context) {
 		if len(todo) == 0 {
 			continue
 		}
-		var failed atomic.Int64
-		var firstErr atomic.Value
+		var (
+			errMu    sync.Mutex
+			failed   int
+			firstErr error
+		)
 		sem := make(chan struct{}, sharedFetches)
 		var fetches sync.WaitGroup
 		for _, ep := range todo {
@@ -424,8 +426,12 @@ func (s *sharedHealth) run(ctx context.Context) {
 				entries, _, err := s.d.cfg.Client.Health().Service(ServiceName(ep), "", true, q)
 				if err != nil {
 					if ctx.Err() == nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err)
+						errMu.Lock()
+						failed++
+						if firstErr == nil {
+							firstErr = err
+						}
+						errMu.Unlock()
 					}
 					return
 				}
@@ -443,7 +449,7 @@ func (s *sharedHealth) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if failed.Load() == 0 {
+		if failed == 0 {
 			failures = 0
 			s.sink.ReportSync(sharedFetchSource, nil)
 			continue
@@ -451,8 +457,7 @@ func (s *sharedHealth) run(ctx context.Context) {
 		// What failed keeps its print, so it is fetched again: after a
 		// back-off, or sooner if the checks change.
 		failures++
-		err := firstErr.Load().(error)
-		s.sink.ReportSync(sharedFetchSource, fmt.Errorf("%d of %d endpoints' instances: %w", failed.Load(), len(todo), err))
+		s.sink.ReportSync(sharedFetchSource, fmt.Errorf("%d of %d endpoints' instances: %w", failed, len(todo), firstErr))
 		back := min(s.d.cfg.RetryMin<<min(failures-1, 10), s.d.cfg.RetryMax)
 		time.AfterFunc(back, s.wake)
 	}

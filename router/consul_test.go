@@ -5,9 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -559,4 +563,50 @@ func TestSharedHealthFingerprints(t *testing.T) {
 			}
 		}
 	}
+}
+
+// In the shared watch, an instance fetch that fails is reported and
+// retried with back-off although no check changes again: the router is
+// out of sync until the fetch succeeds, then holds the instances.
+func TestSharedHealthFetchFailureIsRetried(t *testing.T) {
+	agent := testagents.StartConsul(t)
+	c := agent.Client
+	m := model(t, "a", nil)
+	putRoutes(t, c, oneGen("demo", "a", 1))
+
+	// Consul as the router sees it: instance fetches fail while failing
+	// is set; everything else passes through to the real agent.
+	var failing atomic.Bool
+	target, err := url.Parse("http://" + agent.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() && strings.HasPrefix(r.URL.Path, "/v1/health/service/") {
+			http.Error(w, "injected", http.StatusInternalServerError)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	viaFront, err := consulapi.NewClient(&consulapi.Config{Address: strings.TrimPrefix(front.URL, "http://"), Scheme: "http"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, Config{})
+	startDiscovery(t, e.rt, viaFront, ConsulConfig{EndpointWatches: -1, RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	waitFor(t, 5*time.Second, "the table", func() bool { return e.rt.table.Load().endpoints["demo"] != nil })
+
+	failing.Store(true)
+	registerModel(t, c, "demo", "demo-a-1", addrOf(m), "a", 1)
+	waitFor(t, 5*time.Second, "the failed fetch reported", func() bool { return !e.rt.InSync() })
+	if len(slotAddrs(e.rt, "demo")["a"]) != 0 {
+		t.Fatal("instances set from a failed fetch")
+	}
+	failing.Store(false)
+	waitFor(t, 5*time.Second, "the retried fetch", func() bool { return len(slotAddrs(e.rt, "demo")["a"]) == 1 })
+	waitFor(t, 5*time.Second, "back in sync", func() bool { return e.rt.InSync() })
+	resp, body := e.invoke("demo", []byte("x"))
+	mustStatus(t, resp, body, 200)
 }
