@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -418,6 +419,7 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	const lost = "dc3"
 	l := startClosedLoad(url, dcWorkers)
 	time.Sleep(3 * time.Second)
+	retriedBefore := sumMetric(routerMetrics(t, routerAddr), "serai_router_retries_total")
 	// `ip link set` takes tens of milliseconds to run: the clock starts
 	// once the link is surely down, so invocations sent before that count
 	// as in flight at the cut.
@@ -469,6 +471,7 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	// Let the load run on the replaced fleet before counting.
 	time.Sleep(3 * time.Second)
 	rs := l.stop()
+	retried := sumMetric(routerMetrics(t, routerAddr), "serai_router_retries_total") - retriedBefore
 	failed := failures(rs)
 	lastFail := time.Duration(0)
 	atCut := 0
@@ -483,8 +486,8 @@ func checkDatacenterLoss(t *testing.T, ctx context.Context, c *testagents.Cluste
 	// Invocations sent after the cut but before the router learnt of it
 	// went to dc3 too and hung there until the routing table's timeout;
 	// each client can have only one of those at a time.
-	t.Logf("RESULT datacenters: %s cut under load (%d concurrent clients): router stopped using it after %v; %d of %d invocations failed (%d in flight at the cut, %d sent to it before the router knew, the last %v after the cut); %d instances passing again after %v (dc1/dc2 = %d/%d)",
-		lost, dcWorkers, routerOff.Round(10*time.Millisecond), len(failed), len(rs), atCut, len(failed)-atCut, lastFail.Round(10*time.Millisecond), dcInstances, back.Round(100*time.Millisecond), perDC["dc1"], perDC["dc2"])
+	t.Logf("RESULT datacenters: %s cut under load (%d concurrent clients): router stopped using it after %v; %d of %d invocations failed (%d in flight at the cut, %d sent to it before the router knew, the last %v after the cut); %.0f retried on another instance (requests %s acknowledged none of, rescued, and failed connections); %d instances passing again after %v (dc1/dc2 = %d/%d)",
+		lost, dcWorkers, routerOff.Round(10*time.Millisecond), len(failed), len(rs), atCut, len(failed)-atCut, lastFail.Round(10*time.Millisecond), retried, lost, dcInstances, back.Round(100*time.Millisecond), perDC["dc1"], perDC["dc2"])
 	if routerOff > dcRouteTimeout {
 		t.Errorf("router took %v to stop using %s; want seconds", routerOff, lost)
 	}
@@ -713,4 +716,24 @@ func waitDeploymentOfVersion(t *testing.T, ctx context.Context, c *nomadapi.Clie
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no deployment of the current version of %s within 1m", jobID)
+}
+
+// sumMetric adds up every series of the named counter or gauge in a
+// Prometheus text exposition.
+func sumMetric(exposition, name string) float64 {
+	sum := 0.0
+	for _, line := range strings.Split(exposition, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

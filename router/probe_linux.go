@@ -1,6 +1,10 @@
 package router
 
-import "syscall"
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // alive peeks at an idle connection without blocking. An instance that
 // closed the connection while it sat idle (gunicorn's default keep-alive is
@@ -29,4 +33,20 @@ func (pc *pconn) probe(fd uintptr) bool {
 		pc.probeDead = true
 	}
 	return true
+}
+
+// kernelBytesAcked is the kernel's count of the bytes the peer
+// acknowledged on pc's connection (tcpi_bytes_acked, Linux 4.1 and later).
+func kernelBytesAcked(pc *pconn) (uint64, bool) {
+	if pc.rc == nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var err error
+	if cerr := pc.rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); cerr != nil || err != nil {
+		return 0, false
+	}
+	return info.Bytes_acked, true
 }

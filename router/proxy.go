@@ -278,7 +278,12 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 		if res.outcome != outConnectFailed || attempt > 0 || sess.token != "" {
 			break
 		}
-		// Nothing reached the instance: safe to try another one, once.
+		// Nothing reached the instance: safe to try another one, once,
+		// from the table as it is now (a rescued request's instance has
+		// just left it).
+		if cur := rt.table.Load().endpoints[name]; cur != nil {
+			e = cur
+		}
 		s2, in2 := e.chooseExcept(target, in)
 		if in2 == nil {
 			break
@@ -476,7 +481,7 @@ func (rt *Router) roundTrip(ctx context.Context, in *instance, req *outRequest, 
 		// probe, without answering; the request never arrived. Use a
 		// fresh connection.
 		stop()
-		pc.c.Close()
+		pc.pool.discard(pc)
 		pc, err = in.pool.dial(ctx, deadline)
 		if err != nil {
 			return nil, nil, err
@@ -486,7 +491,7 @@ func (rt *Router) roundTrip(ctx context.Context, in *instance, req *outRequest, 
 	}
 	if err != nil {
 		stop()
-		pc.c.Close()
+		pc.pool.discard(pc)
 		return nil, nil, err
 	}
 	return pc, stop, nil
@@ -500,7 +505,7 @@ func (rt *Router) finish(pc *pconn, stop func() bool, reusable bool) {
 		pc.pool.put(pc)
 		return
 	}
-	pc.c.Close()
+	pc.pool.discard(pc)
 }
 
 func (rt *Router) classify(ctx context.Context, in *instance, vm *variantMetrics, err error) outcome {

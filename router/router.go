@@ -202,6 +202,7 @@ type Router struct {
 	live       map[string]map[string]*instance
 	syncs      map[string]*syncState
 	holds      map[string]*HoldQueue // scale from zero, per endpoint
+	rescue     []*pconn              // busy on instances just retired (rescue.go)
 	closed     bool
 
 	stopJanitor chan struct{}
@@ -234,6 +235,8 @@ func New(cfg Config) (*Router, error) {
 			idleTimeout: cfg.IdleConnTimeout,
 			maxIdle:     cfg.MaxIdleConnsPerInstance,
 			dialer:      &net.Dialer{KeepAlive: 30 * time.Second},
+			ackGrace:    defaultAckGrace,
+			bytesAcked:  kernelBytesAcked,
 		},
 	}
 	if cfg.SigV4Keys != nil {
@@ -419,6 +422,7 @@ func (rt *Router) rebuildLocked(name string) {
 	}
 	rt.table.Store(next)
 	rt.m.tableUpdated(time.Now())
+	rt.rescueLocked()
 	rt.releaseHeldLocked(name, routes == nil)
 }
 
@@ -428,7 +432,18 @@ func (rt *Router) retireLocked(in *instance) {
 		in.timer.Stop()
 		in.timer = nil
 	}
-	in.pool.close()
+	rt.rescue = append(rt.rescue, in.pool.close()...)
+}
+
+// rescueLocked checks the requests still on retired instances
+// (rescue.go), once the table without those instances is published, so a
+// request taken back is sent elsewhere.
+func (rt *Router) rescueLocked() {
+	for i, pc := range rt.rescue {
+		pc.scheduleRescue()
+		rt.rescue[i] = nil
+	}
+	rt.rescue = rt.rescue[:0]
 }
 
 // instanceOK records a successful exchange.
@@ -544,6 +559,8 @@ func (rt *Router) Close() {
 			rt.retireLocked(in)
 		}
 	}
+	clear(rt.rescue) // closing: nothing is sent elsewhere
+	rt.rescue = nil
 	rt.mu.Unlock()
 }
 

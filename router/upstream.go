@@ -2,12 +2,15 @@ package router
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +46,10 @@ type upstreamConfig struct {
 	idleTimeout time.Duration
 	maxIdle     int
 	dialer      *net.Dialer
+	// ackGrace and bytesAcked: see rescue.go. bytesAcked is the kernel's
+	// count unless a test replaces it.
+	ackGrace   time.Duration
+	bytesAcked func(*pconn) (uint64, bool)
 }
 
 // connPool holds the idle keep-alive connections to one instance. Its mutex
@@ -53,6 +60,7 @@ type connPool struct {
 
 	mu     sync.Mutex
 	idle   []*pconn
+	busy   map[*pconn]struct{} // out of the pool, open: a request is on them
 	closed bool
 }
 
@@ -82,6 +90,15 @@ type pconn struct {
 	// models often answer with bodies of one size.
 	lastCL  int64
 	lastCLv []string
+
+	// For rescue (rescue.go). sent is owned by the request's goroutine;
+	// the rest is read by the rescuer: the bytes this connection had sent
+	// before the request on it, when that request left, and whether it
+	// still waits for its answer's head.
+	sent       uint64
+	sentBefore atomic.Uint64
+	sentAt     atomic.Int64
+	phase      atomic.Int32
 }
 
 // respHead is the part of the model's response the router uses.
@@ -118,7 +135,7 @@ func (pc *pconn) Release(reusable bool) {
 		pc.pool.put(pc)
 		return
 	}
-	pc.c.Close()
+	pc.pool.discard(pc)
 }
 
 // errProtocol is a malformed answer (upstream.ProtocolError).
@@ -165,13 +182,14 @@ func (p *connPool) get(ctx context.Context, deadline time.Time) (*pconn, error) 
 		pc := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
+		p.busy[pc] = struct{}{}
 		p.mu.Unlock()
 		if now.Sub(pc.idleAt) > p.cfg.idleTimeout {
-			pc.c.Close()
+			p.discard(pc)
 			continue
 		}
 		if err := pc.c.SetDeadline(deadline); err != nil || !pc.alive() {
-			pc.c.Close()
+			p.discard(pc)
 			continue
 		}
 		pc.reused = true
@@ -206,7 +224,21 @@ func (p *connPool) dial(ctx context.Context, deadline time.Time) (*pconn, error)
 			pc.probeFn = pc.probe
 		}
 	}
+	p.mu.Lock()
+	if p.busy == nil {
+		p.busy = map[*pconn]struct{}{}
+	}
+	p.busy[pc] = struct{}{}
+	p.mu.Unlock()
 	return pc, nil
+}
+
+// discard closes a connection taken from the pool.
+func (p *connPool) discard(pc *pconn) {
+	p.mu.Lock()
+	delete(p.busy, pc)
+	p.mu.Unlock()
+	pc.c.Close()
 }
 
 // put returns a connection whose exchange finished cleanly to the pool.
@@ -216,11 +248,12 @@ func (p *connPool) dial(ctx context.Context, deadline time.Time) (*pconn, error)
 // closed instead. Surplus still in the socket is caught by alive.
 func (p *connPool) put(pc *pconn) {
 	if pc.br.Buffered() != 0 {
-		pc.c.Close()
+		p.discard(pc)
 		return
 	}
 	pc.idleAt = time.Now()
 	p.mu.Lock()
+	delete(p.busy, pc)
 	if p.closed || len(p.idle) >= p.cfg.maxIdle {
 		p.mu.Unlock()
 		pc.c.Close()
@@ -249,21 +282,26 @@ func (p *connPool) sweep(now time.Time) {
 }
 
 // close closes idle connections and makes put close busy ones when they
-// come back.
-func (p *connPool) close() {
+// come back. It returns the busy ones, for rescue.
+func (p *connPool) close() []*pconn {
 	p.mu.Lock()
 	p.closed = true
 	idle := p.idle
 	p.idle = nil
+	busy := make([]*pconn, 0, len(p.busy))
+	for pc := range p.busy {
+		busy = append(busy, pc)
+	}
 	p.mu.Unlock()
 	for _, pc := range idle {
 		pc.c.Close()
 	}
+	return busy
 }
 
 // writeRequest sends the request. A failure here on a reused connection
 // means the instance closed it while idle: nothing was processed.
-func (pc *pconn) writeRequest(r *outRequest) error {
+func (pc *pconn) writeRequest(r *outRequest) (int64, error) {
 	b := pc.wbuf[:0]
 	b = append(b, "POST /invocations HTTP/1.1\r\nHost: "...)
 	b = append(b, pc.pool.addr...)
@@ -290,20 +328,23 @@ func (pc *pconn) writeRequest(r *outRequest) error {
 		b = append(b, r.sessionID...)
 	}
 	b = append(b, "\r\n\r\n"...)
+	var n int64
 	var err error
 	if len(r.body) <= inlineBodyMax {
 		b = append(b, r.body...)
-		_, err = pc.c.Write(b)
+		var k int
+		k, err = pc.c.Write(b)
+		n = int64(k)
 	} else {
 		bufs := net.Buffers{b, r.body}
-		_, err = bufs.WriteTo(pc.c)
+		n, err = bufs.WriteTo(pc.c)
 	}
 	if cap(b) <= 64<<10 {
 		pc.wbuf = b[:0]
 	} else {
 		pc.wbuf = make([]byte, 0, 1024)
 	}
-	return err
+	return n, err
 }
 
 // send writes the request and reads the answer's head. werr is the write's
@@ -312,14 +353,26 @@ func (pc *pconn) writeRequest(r *outRequest) error {
 // 413 and closes), and that answer is the one to relay, so the head is
 // still read, and the connection is not reused after it.
 func (pc *pconn) send(ctx context.Context, req *outRequest, h *respHead) (werr, err error) {
-	if werr = pc.writeRequest(req); werr != nil {
+	pc.sentBefore.Store(pc.sent)
+	pc.sentAt.Store(time.Now().UnixNano())
+	pc.phase.Store(phaseAwaiting)
+	n, werr := pc.writeRequest(req)
+	pc.sent += uint64(n)
+	if werr != nil {
 		if ctx.Err() != nil || isTimeout(werr) || pc.hr.ReadHead(h) != nil {
-			return werr, werr
+			err = werr
+		} else {
+			h.Close = true
 		}
-		h.Close = true
-		return werr, nil
+	} else {
+		err = pc.hr.ReadHead(h)
 	}
-	return nil, pc.hr.ReadHead(h)
+	if !pc.phase.CompareAndSwap(phaseAwaiting, phaseAnswered) {
+		// Rescued: the instance left the table and had acknowledged no
+		// byte of this request; whatever the read got is not used.
+		return werr, &errConnect{fmt.Errorf("instance %s left the routing table and acknowledged none of the request: %w", pc.pool.addr, cmp.Or(err, errRescued))}
+	}
+	return werr, err
 }
 
 // contentLengthHeader is internCT for Content-Length: models often answer
