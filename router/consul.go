@@ -185,8 +185,9 @@ func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
 					sink.ForgetSource(healthSource(name))
 				}
 				shared = d.startShared(ctx, sink, &wg)
+				shared.setEndpoints(seen)
 			}
-			shared.setEndpoints(seen)
+			// A running shared watch was given seen above.
 			continue
 		}
 		if shared != nil {

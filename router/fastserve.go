@@ -466,7 +466,8 @@ func (fr *fastRequest) parse(fc *fastConn) (int, parseResult) {
 	b, _ := fc.br.Peek(fc.br.Buffered())
 	i := bytes.Index(b, crlfcrlf)
 	if i < 0 {
-		if len(b) < fastBufSize && string(b[:min(len(b), len(fastPrefix))]) == fastPrefix[:min(len(b), len(fastPrefix))] {
+		// The head so far could still start a fast request.
+		if k := min(len(b), len(fastPrefix)); len(b) < fastBufSize && string(b[:k]) == fastPrefix[:k] {
 			return 0, fastPartial
 		}
 		return 0, notFast

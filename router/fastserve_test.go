@@ -83,17 +83,7 @@ func TestFastPathSplitRequestServedWhole(t *testing.T) {
 // that hangs up mid-request leaves nothing behind.
 func TestFastPathSlowOrOtherPartialRequestGoesToNetHTTP(t *testing.T) {
 	fs, addr := fastEnv(t, model(t, "a", nil), func(_ *http.Server, fs *fastServer) { fs.splitWait = 50 * time.Millisecond })
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c
-	}
-
-	c := dial()
+	c := dialRaw(t, addr)
 	io.WriteString(c, fastReq[:len(fastReq)-2])
 	waitFor(t, 10*time.Second, "the hand-off", func() bool { return fs.handedOff.Load() == 1 })
 	io.WriteString(c, "hi")
@@ -101,7 +91,7 @@ func TestFastPathSlowOrOtherPartialRequestGoesToNetHTTP(t *testing.T) {
 		t.Fatalf("slow client: %d %q", code, body)
 	}
 
-	c = dial()
+	c = dialRaw(t, addr)
 	io.WriteString(c, "GET /pi")
 	waitFor(t, 10*time.Second, "the hand-off", func() bool { return fs.handedOff.Load() == 2 })
 	io.WriteString(c, "ng HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -113,7 +103,7 @@ func TestFastPathSlowOrOtherPartialRequestGoesToNetHTTP(t *testing.T) {
 	}
 
 	fs, addr = fastEnv(t, model(t, "a", nil), func(_ *http.Server, fs *fastServer) { fs.splitWait = time.Minute })
-	c = dial()
+	c = dialRaw(t, addr)
 	io.WriteString(c, fastReq[:20])
 	waitFor(t, 10*time.Second, "the wait for the rest", func() bool { return fs.split.Load() == 1 })
 	c.Close()
@@ -365,12 +355,7 @@ func TestFastResponseShortBodyClosesConnection(t *testing.T) {
 	}
 	go fs.Serve(ln)
 	defer fs.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialRaw(t, ln.Addr().String())
 	io.WriteString(c, fastReq)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -388,12 +373,7 @@ func TestFastResponseShortBodyClosesConnection(t *testing.T) {
 func TestFastPathBusyConnectionOutlivesIdleTimeout(t *testing.T) {
 	idle := 300 * time.Millisecond
 	fs, addr := fastEnv(t, model(t, "a", nil), func(hs *http.Server, _ *fastServer) { hs.IdleTimeout = idle })
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := dialRaw(t, addr)
 	br := bufio.NewReader(c)
 	n := 0
 	for start := time.Now(); time.Since(start) < 5*idle; n++ {
@@ -445,11 +425,18 @@ func epEnv(t *testing.T, m *httptest.Server) *testEnv {
 // dial opens a raw connection to the router, closed with the test.
 func (e *testEnv) dial() net.Conn {
 	e.t.Helper()
-	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	return dialRaw(e.t, e.srv.Listener.Addr().String())
+}
+
+// dialRaw opens a raw connection to addr with a 10 s deadline, closed with
+// the test.
+func dialRaw(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	return c
 }

@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -164,10 +163,7 @@ func TestUpstreamConnectionsAccounted(t *testing.T) {
 		}
 	}
 	// A client that hangs up mid-request.
-	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := e.dial()
 	c.Write([]byte(strings.Replace(fastReq, "/ep/", "/slow/", 1)))
 	time.Sleep(20 * time.Millisecond)
 	c.Close()
