@@ -239,6 +239,10 @@ func DecodeRoutes(b []byte) (*Routes, error) {
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid routing table: %w", err)
 	}
+	if len(r.Shadow) == 0 {
+		// "shadow": [] and no shadow are one table; the encoder omits both.
+		r.Shadow = nil
+	}
 	return &r, nil
 }
 

@@ -25,15 +25,16 @@ import (
 // counted from 1 across all connections; it writes whatever it likes and
 // returns false to close the connection.
 type scriptedModel struct {
-	addr  string
-	reqs  atomic.Int32
-	conns atomic.Int32
+	addr   string
+	reqs   atomic.Int32
+	conns  atomic.Int32
+	active atomic.Int32 // connections accepted and not yet closed
 
 	mu   sync.Mutex
 	seen []*http.Request // heads of the requests read, bodies drained
 }
 
-func newScriptedModel(t *testing.T, serve func(n int, c net.Conn, req *http.Request) bool) *scriptedModel {
+func newScriptedModel(t testing.TB, serve func(n int, c net.Conn, req *http.Request) bool) *scriptedModel {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,11 +43,11 @@ func newScriptedModel(t *testing.T, serve func(n int, c net.Conn, req *http.Requ
 	m := &scriptedModel{addr: ln.Addr().String()}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var open []net.Conn
+	open := map[net.Conn]struct{}{}
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
-		for _, c := range open {
+		for c := range open {
 			c.Close()
 		}
 		mu.Unlock()
@@ -61,13 +62,20 @@ func newScriptedModel(t *testing.T, serve func(n int, c net.Conn, req *http.Requ
 				return
 			}
 			m.conns.Add(1)
+			m.active.Add(1)
 			mu.Lock()
-			open = append(open, c)
+			open[c] = struct{}{}
 			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer m.active.Add(-1)
+				defer func() {
+					c.Close()
+					mu.Lock()
+					delete(open, c)
+					mu.Unlock()
+				}()
 				br := bufio.NewReader(c)
 				for {
 					req, err := http.ReadRequest(br)

@@ -23,8 +23,10 @@ func FuzzModelResponse(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	rig := newFuzzRig(f, Config{OutlierFailures: -1})
+	e := rig.env
 	f.Fuzz(func(t *testing.T, answerBytes []byte) {
-		m := newScriptedModel(t, func(n int, c net.Conn, req *http.Request) bool {
+		ep := rig.input(t, 300*time.Millisecond, func(n int, c net.Conn, req *http.Request) bool {
 			// Read the body first: closing with unread bytes makes the
 			// kernel send a reset instead of a clean close.
 			io.Copy(io.Discard, req.Body)
@@ -35,9 +37,7 @@ func FuzzModelResponse(f *testing.F) {
 			c.Write([]byte(okAnswer))
 			return true
 		})
-		e := rawEnv(t, m.addr, 300*time.Millisecond)
-		defer e.close()
-		if resp, _, err := e.tryInvoke("raw", []byte("x")); err == nil && (resp.StatusCode < 200 || resp.StatusCode > 599) {
+		if resp, _, err := e.tryInvoke(ep, []byte("x")); err == nil && (resp.StatusCode < 200 || resp.StatusCode > 599) {
 			t.Fatalf("router answered status %d", resp.StatusCode)
 		}
 		// A well-framed first answer leaves its connection pooled, and the
@@ -48,7 +48,7 @@ func FuzzModelResponse(f *testing.F) {
 		var body []byte
 		var err error
 		for attempt := 0; attempt < 2; attempt++ {
-			resp, body, err = e.tryInvoke("raw", []byte("x"))
+			resp, body, err = e.tryInvoke(ep, []byte("x"))
 			if err == nil && resp.StatusCode == http.StatusOK && string(body) == "ok" {
 				return
 			}

@@ -61,9 +61,11 @@ func FuzzStreamFraming(f *testing.F) {
 	f.Add([]byte("\x04zz\r\nnot hex\r\n"))
 	f.Add([]byte("\x04" + "5\r\nhello\r\n0\r\n\r\n"))
 	f.Add([]byte("\x02"))
+	rig := newFuzzRig(f, Config{OutlierFailures: -1, StreamTimeout: 200 * time.Millisecond})
+	e := rig.env
 	f.Fuzz(func(t *testing.T, in []byte) {
 		hs := parseHostile(in)
-		m := newScriptedModel(t, func(n int, c net.Conn, req *http.Request) bool {
+		ep := rig.input(t, 300*time.Millisecond, func(n int, c net.Conn, req *http.Request) bool {
 			io.Copy(io.Discard, req.Body)
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
 			if hs.mode == 4 {
@@ -90,14 +92,7 @@ func FuzzStreamFraming(f *testing.F) {
 			}
 			return false
 		})
-		e := newEnv(t, Config{OutlierFailures: -1, StreamTimeout: 200 * time.Millisecond})
-		defer e.close()
-		r := oneGen("raw", "v", 1)
-		r.Timeout = Duration(300 * time.Millisecond)
-		e.rt.SetRoutes("raw", r)
-		e.rt.SetInstances("raw", []Instance{inst("r", m.addr, "v", 1)})
-
-		resp, err := e.client.Post(e.srv.URL+"/endpoints/raw/invocations-response-stream", "text/plain", strings.NewReader("x"))
+		resp, err := e.client.Post(e.srv.URL+"/endpoints/"+ep+"/invocations-response-stream", "text/plain", strings.NewReader("x"))
 		if err != nil {
 			t.Fatalf("router cut the connection instead of answering: %v", err)
 		}

@@ -151,6 +151,10 @@ func (r *Reader) readOneHead(h *Head) error {
 	}
 	h.Status = code
 	keepAlive, hasCL, hasTE := false, false, false
+	// A field sent twice that should be sent once (a broken model): the
+	// first one counts, which is what net/http's Header.Get, and so the
+	// router's other paths and most clients, would read.
+	hasCA, hasNS, hasCS := false, false, false
 	total := len(line)
 	for n := 0; ; n++ {
 		line, err := r.readLine()
@@ -177,7 +181,9 @@ func (r *Reader) readOneHead(h *Head) error {
 		value := bytes.Trim(line[colon+1:], " \t")
 		switch {
 		case len(name) == 12 && asciiEqualFold(name, "content-type"):
-			h.ContentType = r.internCT(value)
+			if h.ContentType == nil {
+				h.ContentType = r.internCT(value)
+			}
 		case len(name) == 14 && asciiEqualFold(name, "content-length"):
 			n, ok := parseLength(value)
 			if !ok || (h.ContentLength >= 0 && h.ContentLength != n) {
@@ -203,11 +209,17 @@ func (r *Reader) readOneHead(h *Head) error {
 				keepAlive = true
 			}
 		case len(name) == 34 && asciiEqualFold(name, "x-amzn-sagemaker-custom-attributes"):
-			h.CustomAttrs = string(value)
+			if !hasCA {
+				h.CustomAttrs, hasCA = string(value), true
+			}
 		case len(name) == 27 && asciiEqualFold(name, "x-amzn-sagemaker-session-id"):
-			h.NewSession = string(value)
+			if !hasNS {
+				h.NewSession, hasNS = string(value), true
+			}
 		case len(name) == 34 && asciiEqualFold(name, "x-amzn-sagemaker-closed-session-id"):
-			h.ClosedSession = string(value)
+			if !hasCS {
+				h.ClosedSession, hasCS = string(value), true
+			}
 		}
 	}
 	if h.Chunked {
