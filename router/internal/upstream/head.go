@@ -155,6 +155,7 @@ func (r *Reader) readOneHead(h *Head) error {
 	// first one counts, which is what net/http's Header.Get, and so the
 	// router's other paths and most clients, would read.
 	hasCA, hasNS, hasCS := false, false, false
+	clLen := 0
 	total := len(line)
 	for n := 0; ; n++ {
 		line, err := r.readLine()
@@ -186,10 +187,14 @@ func (r *Reader) readOneHead(h *Head) error {
 			}
 		case len(name) == 14 && asciiEqualFold(name, "content-length"):
 			n, ok := parseLength(value)
-			if !ok || (h.ContentLength >= 0 && h.ContentLength != n) {
+			// Repeated only as the same text, as net/http insists: "02"
+			// and "2" are one number but two readings to a stricter peer.
+			// Digits only, so equal value and equal length is equal text.
+			if !ok || (h.ContentLength >= 0 && (h.ContentLength != n || len(value) != clLen)) {
 				return &ProtocolError{"bad Content-Length"}
 			}
 			h.ContentLength = n
+			clLen = len(value)
 			hasCL = true
 		case len(name) == 17 && asciiEqualFold(name, "transfer-encoding"):
 			// Only "chunked", once: the router passes bodies on unchanged,
