@@ -25,13 +25,20 @@ import (
 // counted from 1 across all connections; it writes whatever it likes and
 // returns false to close the connection.
 type scriptedModel struct {
-	addr   string
-	reqs   atomic.Int32
-	conns  atomic.Int32
-	active atomic.Int32 // connections accepted and not yet closed
+	addr  string
+	reqs  atomic.Int32
+	conns atomic.Int32
 
 	mu   sync.Mutex
-	seen []*http.Request // heads of the requests read, bodies drained
+	seen []*http.Request   // heads of the requests read, bodies drained
+	open map[net.Conn]bool // accepted and not yet closed
+}
+
+// openConns counts the connections the model has not closed.
+func (m *scriptedModel) openConns() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.open)
 }
 
 func newScriptedModel(t testing.TB, serve func(n int, c net.Conn, req *http.Request) bool) *scriptedModel {
@@ -40,17 +47,15 @@ func newScriptedModel(t testing.TB, serve func(n int, c net.Conn, req *http.Requ
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &scriptedModel{addr: ln.Addr().String()}
+	m := &scriptedModel{addr: ln.Addr().String(), open: map[net.Conn]bool{}}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	open := map[net.Conn]struct{}{}
 	t.Cleanup(func() {
 		ln.Close()
-		mu.Lock()
-		for c := range open {
+		m.mu.Lock()
+		for c := range m.open {
 			c.Close()
 		}
-		mu.Unlock()
+		m.mu.Unlock()
 		wg.Wait()
 	})
 	wg.Add(1)
@@ -62,19 +67,17 @@ func newScriptedModel(t testing.TB, serve func(n int, c net.Conn, req *http.Requ
 				return
 			}
 			m.conns.Add(1)
-			m.active.Add(1)
-			mu.Lock()
-			open[c] = struct{}{}
-			mu.Unlock()
+			m.mu.Lock()
+			m.open[c] = true
+			m.mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer m.active.Add(-1)
 				defer func() {
 					c.Close()
-					mu.Lock()
-					delete(open, c)
-					mu.Unlock()
+					m.mu.Lock()
+					delete(m.open, c)
+					m.mu.Unlock()
 				}()
 				br := bufio.NewReader(c)
 				for {
@@ -129,13 +132,19 @@ func idleConns(rt *Router, endpoint string) int {
 func rawEnv(t *testing.T, addr string, timeout time.Duration) *testEnv {
 	t.Helper()
 	e := newEnv(t, Config{OutlierFailures: -1})
-	r := oneGen("raw", "v", 1)
+	routeTo(e.rt, "raw", addr, timeout)
+	return e
+}
+
+// routeTo makes endpoint name one variant with one instance at addr, and
+// the given model timeout (0: the default).
+func routeTo(rt *Router, name, addr string, timeout time.Duration) {
+	r := oneGen(name, "v", 1)
 	if timeout > 0 {
 		r.Timeout = Duration(timeout)
 	}
-	e.rt.SetRoutes("raw", r)
-	e.rt.SetInstances("raw", []Instance{inst("r", addr, "v", 1)})
-	return e
+	rt.SetRoutes(name, r)
+	rt.SetInstances(name, []Instance{inst("r", addr, "v", 1)})
 }
 
 // tryInvoke is invoke that reports transport errors (a cut connection)

@@ -63,18 +63,15 @@ func (r *fuzzRig) input(t *testing.T, timeout time.Duration, serve func(int, net
 	r.model.mu.Unlock()
 	r.serve.Store(&serve)
 
-	routes := oneGen(name, "v", 1)
-	routes.Timeout = Duration(timeout)
-	r.env.rt.SetRoutes(name, routes)
-	r.env.rt.SetInstances(name, []Instance{inst("i", r.model.addr, "v", 1)})
+	routeTo(r.env.rt, name, r.model.addr, timeout)
 	t.Cleanup(func() {
 		r.env.rt.SetRoutes(name, nil)
 		// Every exchange of the input has ended by now, so each model
 		// connection is closed by the model (after its answer) or by
 		// the router (pooled ones, closed with the endpoint) at once.
-		for deadline := time.Now().Add(5 * time.Second); r.model.active.Load() != 0; time.Sleep(time.Millisecond) {
+		for deadline := time.Now().Add(5 * time.Second); r.model.openConns() != 0; time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Errorf("%d model connections still open 5s after the input's endpoint was removed", r.model.active.Load())
+				t.Errorf("%d model connections still open 5s after the input's endpoint was removed", r.model.openConns())
 				break
 			}
 		}
