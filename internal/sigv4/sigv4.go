@@ -26,6 +26,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -71,16 +72,28 @@ func (e *ParseError) Error() string { return e.Msg }
 // ErrNotSigV4 for other schemes and a *ParseError for a malformed
 // AWS4-HMAC-SHA256 header.
 func ParseAuthorization(v string) (*Authorization, error) {
+	a := new(Authorization)
+	if err := parseAuthorization(v, a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// parseAuthorization fills a; it cuts rather than splits, so parsing
+// allocates nothing (it runs twice on every verified request).
+func parseAuthorization(v string, a *Authorization) error {
 	rest, ok := strings.CutPrefix(v, Algorithm+" ")
 	if !ok {
-		return nil, ErrNotSigV4
+		return ErrNotSigV4
 	}
 	var cred, signed, sig string
 	var seenCred, seenSigned, seenSig bool
-	for _, part := range strings.Split(rest, ",") {
+	for more := true; more; {
+		var part string
+		part, rest, more = strings.Cut(rest, ",")
 		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
-			return nil, &ParseError{"Authorization header has a component that is not a key=value pair."}
+			return &ParseError{"Authorization header has a component that is not a key=value pair."}
 		}
 		var dup bool
 		switch k {
@@ -91,42 +104,51 @@ func ParseAuthorization(v string) (*Authorization, error) {
 		case "Signature":
 			dup, seenSig, sig = seenSig, true, val
 		default:
-			return nil, &ParseError{"Authorization header has an unknown component " + quoteKey(k) + "."}
+			return &ParseError{"Authorization header has an unknown component " + quoteKey(k) + "."}
 		}
 		if dup {
-			return nil, &ParseError{"Authorization header repeats the '" + k + "' parameter."}
+			return &ParseError{"Authorization header repeats the '" + k + "' parameter."}
 		}
 	}
 	switch {
 	case !seenCred:
-		return nil, &ParseError{"Authorization header requires 'Credential' parameter."}
+		return &ParseError{"Authorization header requires 'Credential' parameter."}
 	case !seenSigned:
-		return nil, &ParseError{"Authorization header requires 'SignedHeaders' parameter."}
+		return &ParseError{"Authorization header requires 'SignedHeaders' parameter."}
 	case !seenSig:
-		return nil, &ParseError{"Authorization header requires 'Signature' parameter."}
+		return &ParseError{"Authorization header requires 'Signature' parameter."}
 	}
-	scope := strings.Split(cred, "/")
-	if len(scope) != 5 || scope[4] != "aws4_request" {
-		return nil, &ParseError{"Credential must have the form <access key ID>/<date>/<region>/<service>/aws4_request."}
+	var scope [5]string
+	n := 0
+	for more := true; more; n++ {
+		if n == len(scope) {
+			n++ // six or more parts
+			break
+		}
+		scope[n], cred, more = strings.Cut(cred, "/")
+	}
+	if n != 5 || scope[4] != "aws4_request" {
+		return &ParseError{"Credential must have the form <access key ID>/<date>/<region>/<service>/aws4_request."}
 	}
 	for _, s := range scope[:4] {
 		if s == "" {
-			return nil, &ParseError{"Credential must have the form <access key ID>/<date>/<region>/<service>/aws4_request."}
+			return &ParseError{"Credential must have the form <access key ID>/<date>/<region>/<service>/aws4_request."}
 		}
 	}
 	if len(scope[1]) != 8 || !allDigits(scope[1]) {
-		return nil, &ParseError{"Credential scope date must be YYYYMMDD."}
+		return &ParseError{"Credential scope date must be YYYYMMDD."}
 	}
 	if len(sig) != 64 || !lowerHex(sig) {
-		return nil, &ParseError{"Signature must be 64 lower-case hexadecimal digits."}
+		return &ParseError{"Signature must be 64 lower-case hexadecimal digits."}
 	}
-	if signed == "" || strings.ToLower(signed) != signed {
-		return nil, &ParseError{"SignedHeaders must be a non-empty list of lower-case header names."}
+	if signed == "" || hasUpper(signed) {
+		return &ParseError{"SignedHeaders must be a non-empty list of lower-case header names."}
 	}
-	return &Authorization{
+	*a = Authorization{
 		AccessKeyID: scope[0], Date: scope[1], Region: scope[2], Service: scope[3],
 		SignedHeaders: signed, Signature: sig,
-	}, nil
+	}
+	return nil
 }
 
 // SigningTime parses the request's X-Amz-Date.
@@ -177,14 +199,26 @@ func (r Result) String() string {
 //
 // The canonical host is r.Host exactly as received, so a client that
 // signed for one host name and connected through another (a proxy that
-// rewrites Host) fails, as with AWS.
+// rewrites Host) fails, as with AWS. The canonical path is the path as it
+// arrived on the wire (r.RequestURI), URI-encoded once more, as AWS's
+// services other than S3 do and the SDKs sign: so "/ሴ" and "/%E1%88%B4",
+// which Go decodes alike, are different requests to the signature.
+// Dot segments and repeated slashes are kept as sent: like the Go SDK,
+// and unlike AWS's other services, the path is not normalised.
 func Verify(ctx context.Context, signer *v4.Signer, r *http.Request, a *Authorization, creds aws.Credentials, payloadHash string, signedAt time.Time) (Result, error) {
 	// No URL scheme, so the signer strips no "default" port from the host:
 	// the canonical host is the Host header as it arrived.
 	u := &url.URL{Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	names := strings.Split(a.SignedHeaders, ";")
-	again := &http.Request{Method: r.Method, URL: u, Host: r.Host, Header: make(http.Header, len(names))}
-	for _, h := range names {
+	if p := wirePath(r.RequestURI); p != "" && p != u.EscapedPath() {
+		// The signer takes the path of an Opaque "//host/path" as already
+		// escaped (and escapes it once more, as AWS's services do); it
+		// cuts the leading "//" and starts the path at the next '/'.
+		u.Opaque = "//" + p
+	}
+	again := &http.Request{Method: r.Method, URL: u, Host: r.Host, Header: make(http.Header, strings.Count(a.SignedHeaders, ";")+1)}
+	for rest, more := a.SignedHeaders, true; more; {
+		var h string
+		h, rest, more = strings.Cut(rest, ";")
 		switch h {
 		case "host":
 			// From again.Host.
@@ -193,8 +227,9 @@ func Verify(ctx context.Context, signer *v4.Signer, r *http.Request, a *Authoriz
 			// takes it from the request, not the header map.
 			again.ContentLength = r.ContentLength
 		default:
-			if v, ok := r.Header[http.CanonicalHeaderKey(h)]; ok {
-				again.Header[http.CanonicalHeaderKey(h)] = v
+			k := textproto.CanonicalMIMEHeaderKey(h)
+			if v, ok := r.Header[k]; ok {
+				again.Header[k] = v
 			}
 		}
 	}
@@ -202,8 +237,10 @@ func Verify(ctx context.Context, signer *v4.Signer, r *http.Request, a *Authoriz
 	if err := signer.SignHTTP(ctx, creds, again, payloadHash, a.Service, a.Region, signedAt); err != nil {
 		return Mismatch, err
 	}
-	got, err := ParseAuthorization(again.Header.Get("Authorization"))
-	if err != nil {
+	var got Authorization
+	if v := again.Header["Authorization"]; len(v) != 1 {
+		return Mismatch, errors.New("the signer wrote no Authorization header")
+	} else if err := parseAuthorization(v[0], &got); err != nil {
 		return Mismatch, err
 	}
 	if got.SignedHeaders != a.SignedHeaders {
@@ -213,6 +250,28 @@ func Verify(ctx context.Context, signer *v4.Signer, r *http.Request, a *Authoriz
 		return Mismatch, nil
 	}
 	return Match, nil
+}
+
+// wirePath is the path of an origin-form request target as the client
+// sent it, or "" when there is none (a request built in code, an
+// absolute-form target, "*").
+func wirePath(requestURI string) string {
+	if requestURI == "" || requestURI[0] != '/' {
+		return ""
+	}
+	if i := strings.IndexByte(requestURI, '?'); i >= 0 {
+		return requestURI[:i]
+	}
+	return requestURI
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 func allDigits(s string) bool {
