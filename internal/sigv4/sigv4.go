@@ -1,22 +1,33 @@
 // Package sigv4 checks AWS Signature Version 4 Authorization headers on
-// the server side, for the router and for the S3 test server.
+// the server side. Verifier holds every check the router and the
+// control-plane API make, so both answer alike: Precheck (one
+// AWS4-HMAC-SHA256 header, a known static key, the configured service and
+// region, a signed X-Amz-Date within MaxSkew) needs no body, so callers
+// refuse before buffering one; Verify checks the signature over the body
+// that arrived. Refusals are *Error with AWS's codes and messages. The S3
+// test servers use the lower-level ParseAuthorization and Verify.
 //
 // It does not re-implement the algorithm: Verify rebuilds the request as
 // the client signed it (method, path, query, host, content length and the
 // headers named in SignedHeaders) and signs it again with the
 // aws-sdk-go-v2 v4 signer and the secret the server knows, then compares
 // the two signatures in constant time. The SDK's signer is the reference,
-// so what passes here is what the SDKs produce.
+// so what passes here is what the SDKs produce; the AWS SigV4 test suite
+// (testdata/aws-sig-v4-test-suite, TestAWSSuite) checks it against AWS's
+// own vectors.
 //
 // Known limits of verifying with the SDK signer: a client that signs one
 // of the headers the SDK never signs (User-Agent, Expect,
 // X-Amzn-Trace-Id, Transfer-Encoding, Authorization), that dates its
 // request with Date instead of X-Amz-Date, or that signs
-// "content-length: 0" fails verification. The AWS SDKs and curl
-// --aws-sigv4 do none of these.
+// "content-length: 0" fails verification; so does one that normalises
+// the path (removes dot segments, collapses repeated slashes) before
+// signing, as AWS's services other than S3 do: the path is signed as it
+// arrived. serai's paths hold no dot segments or repeated slashes, and
+// the AWS SDKs, the AWS CLI and curl --aws-sigv4 do none of the others.
 //
-// It verifies only; key storage, error answers and logging belong to its
-// callers, and it never logs or returns a secret.
+// It verifies only; key files and error answers belong to its callers,
+// and it never logs or returns a secret.
 package sigv4
 
 import (
