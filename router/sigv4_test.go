@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -484,5 +485,38 @@ func TestSigV4KeyRotation(t *testing.T) {
 	off := newEnv(t, Config{})
 	if err := off.rt.SetSigV4Keys(map[string]string{"AKIDNEW": "a-new-secret-0123456789"}); err == nil {
 		t.Fatal("a reload turned authentication on")
+	}
+}
+
+// TestSigV4RefusedBeforeBody: a request without a valid signature header
+// is refused before its body is read, so it costs no memory budget. The
+// client announces 1 MiB and sends none of it: the 403 can only come
+// before the body.
+func TestSigV4RefusedBeforeBody(t *testing.T) {
+	e, _ := signedEnv(t, Config{})
+	unknownKey := "AWS4-HMAC-SHA256 Credential=AKIDNOBODY/" + time.Now().UTC().Format("20060102") +
+		"/us-east-1/sagemaker/aws4_request, SignedHeaders=host;x-amz-date, Signature=" + strings.Repeat("0", 64)
+	for _, c := range []struct{ name, hdr, code string }{
+		{"unsigned", "", CodeMissingAuthenticationToken},
+		{"unknown key", "Authorization: " + unknownKey + "\r\nX-Amz-Date: " + time.Now().UTC().Format(sigv4.TimeFormat) + "\r\n", CodeUnrecognizedClient},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := e.dial()
+			_, err := io.WriteString(conn, "POST /endpoints/demo/invocations HTTP/1.1\r\nHost: router.test\r\n"+
+				"Content-Type: application/json\r\nContent-Length: 1048576\r\n"+c.hdr+"\r\n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer while the body is withheld: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			mustAuthError(t, resp, b, c.code, "")
+			if n := e.rt.buffered.Load(); n != 0 {
+				t.Errorf("%d bytes charged to the memory budget", n)
+			}
+		})
 	}
 }

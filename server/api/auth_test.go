@@ -32,6 +32,7 @@ func TestSigV4Refusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := `{"ModelName":"m","PrimaryContainer":{"Image":"i"}}`
+	var lastBody string
 	send := func(sign func(r *http.Request)) (int, string) {
 		r := httptest.NewRequest(http.MethodPost, "http://serai.test/", strings.NewReader(body))
 		r.Header.Set("Content-Type", ContentType)
@@ -39,6 +40,7 @@ func TestSigV4Refusals(t *testing.T) {
 		sign(r)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
+		lastBody = w.Body.String()
 		return w.Code, w.Header().Get("X-Amzn-Errortype")
 	}
 	signAt := func(secret, region string, at time.Time) func(r *http.Request) {
@@ -62,6 +64,13 @@ func TestSigV4Refusals(t *testing.T) {
 		"wrong secret": {signAt(testSecret+"x", "eu-west-1", now), smapi.ErrInvalidSignature},
 		"wrong region": {signAt(testSecret, "us-east-1", now), smapi.ErrInvalidSignature},
 		"expired":      {signAt(testSecret, "eu-west-1", now.Add(-20*time.Minute)), smapi.ErrInvalidSignature},
+		"future":       {signAt(testSecret, "eu-west-1", now.Add(20*time.Minute)), smapi.ErrInvalidSignature},
+		"unknown key": {func(r *http.Request) {
+			creds := aws.Credentials{AccessKeyID: "AKIDNOBODY", SecretAccessKey: testSecret}
+			if err := v4.NewSigner().SignHTTP(context.Background(), creds, r, sigv4.PayloadHash([]byte(body)), SigV4Service, "eu-west-1", now); err != nil {
+				t.Fatal(err)
+			}
+		}, smapi.ErrUnrecognizedClient},
 		"altered body": {func(r *http.Request) {
 			signAt(testSecret, "eu-west-1", now)(r)
 			r.Body = http.NoBody
@@ -74,6 +83,12 @@ func TestSigV4Refusals(t *testing.T) {
 	} {
 		if status, code := send(c.sign); status != http.StatusForbidden || code != c.code {
 			t.Errorf("%s: %d %s, want 403 %s", name, status, code, c.code)
+		}
+	}
+	// The clock-skew answers are AWS's, as the router's are.
+	for at, msg := range map[time.Time]string{now.Add(-20 * time.Minute): "Signature expired: ", now.Add(20 * time.Minute): "Signature not yet current: "} {
+		if send(signAt(testSecret, "eu-west-1", at)); !strings.Contains(lastBody, msg) {
+			t.Errorf("skew: %s, want %q", lastBody, msg)
 		}
 	}
 	if pairs, _ := kv.List(context.Background(), "serai/"); len(pairs) != 0 {
