@@ -15,6 +15,21 @@ variable "datacenters" {
   default = ["*"]
 }
 
+variable "router_ca_cert" {
+  description = "PEM of the CA that signed the routers' TLS certificates (deploy/serai-router.nomad.hcl serves TLS); empty: the system's roots"
+  default     = ""
+}
+
+variable "router_server_name" {
+  description = "name the routers' certificates carry, checked on every scrape"
+  default     = "serai-router.service.consul"
+}
+
+variable "router_scheme" {
+  description = "https (the router job's default) or http (routers started without --tls-cert)"
+  default     = "https"
+}
+
 variable "port" {
   default = 9090
 }
@@ -67,10 +82,21 @@ job "serai-prometheus" {
             scrape_interval: 10s
           scrape_configs:
             - job_name: serai-router
+              scheme: ${var.router_scheme}
+              tls_config:
+                server_name: ${var.router_server_name}
+              %{~if var.router_ca_cert != ""}
+                ca_file: {{ env "NOMAD_TASK_DIR" }}/router-ca.crt
+              %{~endif}
               file_sd_configs:
                 - files: ["{{ env "NOMAD_TASK_DIR" }}/routers.json"]
                   refresh_interval: 30s
         YAML
+      }
+
+      template {
+        destination = "local/router-ca.crt"
+        data        = var.router_ca_cert == "" ? "# no CA given: the system roots apply\n" : var.router_ca_cert
       }
 
       template {

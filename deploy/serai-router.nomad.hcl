@@ -7,6 +7,14 @@
 #
 # For a fixed number of routers instead, run it with -var type=service
 # -var count=N.
+#
+# Secure by default: clients reach it over the network, so it serves TLS
+# and accepts only SigV4-signed invocations. Its keys, session key and
+# certificate come from Vault (KV v2 at var.secrets_path, fields
+# sigv4_keys, session_key, tls_cert, tls_key) through its own JWT role
+# "serai-router" (deploy/vault/), which reads that path and nothing else;
+# Nomad renders them into secrets/ (0600) and sends SIGHUP when they
+# change, which reloads them in place.
 
 variable "serai_binary" {
   default = "/usr/local/bin/serai"
@@ -38,8 +46,13 @@ variable "consul_addr" {
   default = "127.0.0.1:8500"
 }
 
+variable "secrets_path" {
+  description = "Vault KV v2 API path of the router's keys and certificate"
+  default     = "secret/data/serai/deploy/router"
+}
+
 variable "args" {
-  description = "extra serai router flags (--sigv4-keys, --session-key-file, ...)"
+  description = "extra serai router flags (--memory-limit, --region, ...)"
   type        = list(string)
   default     = []
 }
@@ -76,7 +89,47 @@ job "serai-router" {
           "router",
           "--listen", "${NOMAD_ADDR_http}",
           "--consul-addr", var.consul_addr,
+          "--sigv4-keys", "${NOMAD_SECRETS_DIR}/sigv4-keys",
+          "--session-key-file", "${NOMAD_SECRETS_DIR}/session-key",
+          "--tls-cert", "${NOMAD_SECRETS_DIR}/tls.crt",
+          "--tls-key", "${NOMAD_SECRETS_DIR}/tls.key",
         ], var.args)
+      }
+
+      vault {
+        role = "serai-router"
+      }
+
+      template {
+        destination   = "secrets/sigv4-keys"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.sigv4_keys }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/session-key"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.session_key }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/tls.crt"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_cert }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/tls.key"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_key }}{{ end }}"
       }
 
       # SIGTERM drains in-flight requests before the router exits.

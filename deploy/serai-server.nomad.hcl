@@ -4,9 +4,17 @@
 #   nomad job run deploy/serai-server.nomad.hcl
 #   nomad job run -var serai_binary=/opt/serai/bin/serai -var count=3 deploy/serai-server.nomad.hcl
 #
+# Secure by default: the API listens on the node's address, so it serves
+# TLS and accepts only SigV4-signed requests. Its keys and certificate come
+# from Vault (KV v2 at var.secrets_path, fields sigv4_keys, operator_keys,
+# tls_cert, tls_key, router_ca_cert); Nomad renders them into the task's
+# secrets/ dir (0600) and sends SIGHUP when they change, which reloads them
+# without a restart. deploy/README.md says how to write them.
+#
 # Vault: the task logs in with its workload identity to the JWT role
-# "serai-server" (deploy/vault/), whose policy lets it manage per-model
-# policies and roles only. docs/operations.md has the whole procedure.
+# "serai-server" (deploy/vault/), whose policies let it manage per-model
+# policies and roles and read its own secrets above, nothing else (no
+# artifact store's keys). docs/operations.md has the whole procedure.
 
 variable "serai_binary" {
   description = "path of the serai binary on every Nomad client"
@@ -48,6 +56,16 @@ variable "vault_addr" {
 variable "router_url" {
   description = "router base URL the Nomad UI links endpoints to"
   default     = "http://serai-router.service.consul:8081"
+}
+
+variable "secrets_path" {
+  description = "Vault KV v2 API path of the server's keys and certificate"
+  default     = "secret/data/serai/deploy/server"
+}
+
+variable "allow_drivers" {
+  description = "task drivers models may use (raw_exec gives a model author the node; add it only for trusted authors)"
+  default     = "docker,exec"
 }
 
 variable "args" {
@@ -102,13 +120,59 @@ job "serai-server" {
           "--vault-addr", var.vault_addr,
           "--serai-binary", var.serai_binary,
           "--router-url", var.router_url,
+          "--allow-drivers", var.allow_drivers,
+          "--sigv4-keys", "${NOMAD_SECRETS_DIR}/sigv4-keys",
+          "--operator-keys", "${NOMAD_SECRETS_DIR}/operator-keys",
+          "--tls-cert", "${NOMAD_SECRETS_DIR}/tls.crt",
+          "--tls-key", "${NOMAD_SECRETS_DIR}/tls.key",
+          "--router-ca-cert", "${NOMAD_SECRETS_DIR}/router-ca.crt",
         ], var.args)
       }
 
       # A Vault token for the serai-server role, in VAULT_TOKEN; Nomad
-      # renews it.
+      # renews it. The templates below read with it too.
       vault {
         role = "serai-server"
+      }
+
+      template {
+        destination   = "secrets/sigv4-keys"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.sigv4_keys }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/operator-keys"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.operator_keys }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/tls.crt"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_cert }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/tls.key"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_key }}{{ end }}"
+      }
+
+      template {
+        destination   = "secrets/router-ca.crt"
+        perms         = "0600"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.router_ca_cert }}{{ end }}"
       }
 
       # The server registers itself in Consul as serai-server with a TTL

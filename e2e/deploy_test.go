@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sagemakerruntime"
+
 	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/policies"
@@ -22,13 +26,16 @@ import (
 )
 
 // TestDeployJobs runs deploy/ as an operator does, on dev agents: every
-// job passes `nomad job validate`; the Vault policy and role from
-// deploy/vault are written; the server job (two instances, raw_exec, the
-// built binary's path templated in through HCL variables) and the router
-// job run; an endpoint applied through that server answers through that
-// router. The server's only Vault token is the one its workload identity
-// got through the serai-server role, so this also proves the policy is
-// enough.
+// job passes `nomad job validate`; the Vault policies and roles from
+// deploy/vault are written, and the jobs' SigV4 keys and TLS certificates
+// put where deploy/README.md says; the server job (two instances,
+// raw_exec, the built binary's path templated in through HCL variables)
+// and the router job run with TLS and SigV4 from Vault; plain HTTP and
+// unsigned requests are refused by both; an endpoint applied through that
+// server with an operator key answers signed invocations over TLS through
+// that router. The server's and router's only Vault tokens are the ones
+// their workload identities got through their roles, so this also proves
+// the policies are enough.
 func TestDeployJobs(t *testing.T) {
 	if _, err := exec.LookPath("nomad"); err != nil {
 		t.Skip("nomad not on PATH: build it from its public repository into ~/.cache/serai/bin (README: Agents)")
@@ -61,7 +68,7 @@ func TestDeployJobs(t *testing.T) {
 	}
 	nomadCmd(t, "fmt", "-check", "../deploy")
 
-	// Vault: the server's policy and JWT role, exactly as shipped.
+	// Vault: serai's own policies and JWT roles, exactly as shipped.
 	pol, err := os.ReadFile("../deploy/vault/serai-server.policy.hcl")
 	if err != nil {
 		t.Fatal(err)
@@ -69,25 +76,66 @@ func TestDeployJobs(t *testing.T) {
 	if string(pol) != policies.ServerPolicy("") {
 		t.Fatalf("deploy/vault/serai-server.policy.hcl differs from policies.ServerPolicy; regenerate it")
 	}
-	if err := s.vault.Client.Sys().PutPolicyWithContext(ctx, "serai-server", string(pol)); err != nil {
+	for _, name := range []string{"serai-server", "serai-server-secrets", "serai-router"} {
+		pol, err := os.ReadFile("../deploy/vault/" + name + ".policy.hcl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.vault.Client.Sys().PutPolicyWithContext(ctx, name, string(pol)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"serai-server", "serai-router"} {
+		var role map[string]any
+		b, err := os.ReadFile("../deploy/vault/" + name + ".role.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &role); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.vault.Client.Logical().WriteWithContext(ctx, "auth/jwt-nomad/role/"+name, role); err != nil {
+			t.Fatalf("writing the %s role: %v", name, err)
+		}
+	}
+
+	// The jobs' secrets, where deploy/README.md tells operators to put
+	// them: SigV4 keys (a user key and an operator key), a session key and
+	// TLS certificates from a private CA.
+	const (
+		userKey, userSecret = "AKIADEPLOYUSER000001", "deploy/user/secret+that+signs/invokes"
+		opKey, opSecret     = "AKIADEPLOYOPERATOR01", "deploy/operator/secret+that+owns/stores"
+	)
+	pki := newTestPKI(t)
+	serverCert, serverKey := pki.issue(t, "serai-server", "127.0.0.1", "serai-server.service.consul")
+	routerCert, routerKey := pki.issue(t, "serai-router", "127.0.0.1", "serai-router.service.consul")
+	if _, err := s.vault.Client.KVv2("secret").Put(ctx, "serai/deploy/server", map[string]any{
+		"sigv4_keys":     userKey + " " + userSecret + "\n",
+		"operator_keys":  opKey + " " + opSecret + "\n",
+		"tls_cert":       string(serverCert),
+		"tls_key":        string(serverKey),
+		"router_ca_cert": string(pki.CAPEM),
+	}); err != nil {
 		t.Fatal(err)
 	}
-	var role map[string]any
-	b, err := os.ReadFile("../deploy/vault/serai-server.role.json")
-	if err != nil {
+	if _, err := s.vault.Client.KVv2("secret").Put(ctx, "serai/deploy/router", map[string]any{
+		"sigv4_keys":  userKey + " " + userSecret + "\n",
+		"session_key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+		"tls_cert":    string(routerCert),
+		"tls_key":     string(routerKey),
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &role); err != nil {
+	caFile := filepath.Join(s.dir, "ca.crt")
+	if err := os.WriteFile(caFile, pki.CAPEM, 0o644); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := s.vault.Client.Logical().WriteWithContext(ctx, "auth/jwt-nomad/role/serai-server", role); err != nil {
-		t.Fatalf("writing the serai-server role: %v", err)
 	}
 
 	routerAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
 	nomadCmd(t, "job", "run", "-detach",
 		"-var", "serai_binary="+s.serai, "-var", "driver=raw_exec", "-var", "count=2", "-var", "distinct_hosts=false",
 		"-var", "consul_addr="+s.consul.Addr, "-var", "nomad_addr="+s.nomad.Addr, "-var", "vault_addr="+s.vault.Addr,
+		"-var", "allow_drivers=raw_exec",
 		"-var", `args=["--tick","250ms","--drain-period","2s"]`,
 		"../deploy/serai-server.nomad.hcl")
 	nomadCmd(t, "job", "run", "-detach",
@@ -101,7 +149,7 @@ func TestDeployJobs(t *testing.T) {
 		if err != nil || len(entries) < 2 {
 			return false
 		}
-		serverURL = fmt.Sprintf("http://%s:%d", entries[0].Service.Address, entries[0].Service.Port)
+		serverURL = fmt.Sprintf("https://%s:%d", entries[0].Service.Address, entries[0].Service.Port)
 		return true
 	})
 	waitUntil(t, ctx, "the router registers in Consul", time.Minute, func() bool {
@@ -110,6 +158,28 @@ func TestDeployJobs(t *testing.T) {
 	})
 	waitUntil(t, ctx, "a server holds the lock", time.Minute, func() bool { return leaderOf(t, s.consul.Client) != "" })
 
+	// The deployed control plane is closed: plain HTTP gets no API, and
+	// an unsigned request over TLS is refused.
+	plain := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := plain.Post(strings.Replace(serverURL, "https://", "http://", 1), "application/x-amz-json-1.1", strings.NewReader("{}")); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Errorf("plain HTTP to the deployed server answered %d", resp.StatusCode)
+		}
+	}
+	tlsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.tlsConfig()}}
+	req, _ := http.NewRequest(http.MethodPost, serverURL, strings.NewReader(`{"ModelName":"evil"}`))
+	req.Header.Set("X-Amz-Target", "SageMaker.CreateModel")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	resp, err := tlsClient.Do(req)
+	if err != nil {
+		t.Fatalf("unsigned CreateModel over TLS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("unsigned CreateModel to the deployed server: status %d, want 403", resp.StatusCode)
+	}
+
 	spec := filepath.Join(s.dir, "deploy.hcl")
 	body := cpModels(s.store.URL, s.modelServer, sums) + cpConfig("deploy-c1", "iris-v1", "iris-v2", 1, 1) +
 		fmt.Sprintf("\nendpoint %q {\n  config = \"deploy-c1\"\n}\n", endpointName)
@@ -117,16 +187,45 @@ func TestDeployJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
+	// The operator applies: the spec declares the artifact store, which
+	// only an operator key may create.
 	apply := exec.CommandContext(ctx, s.serai, "apply", spec)
-	apply.Env = append(os.Environ(), "SERAI_ADDR="+serverURL)
+	apply.Env = append(os.Environ(), "SERAI_ADDR="+serverURL, "SERAI_CA_CERT="+caFile,
+		"SERAI_ACCESS_KEY_ID="+opKey, "SERAI_SECRET_ACCESS_KEY="+opSecret)
 	if out, err := apply.CombinedOutput(); err != nil {
 		t.Fatalf("serai apply through the deploy/ server: %v\n%s\nserver allocations:\n%s", err, out, nomadCmd(t, "job", "status", "serai-server"))
 	}
-	invokeURL := "http://" + strings.Join(routerAddr, ":") + "/endpoints/" + endpointName + "/invocations"
-	counts, _ := invokeMany(t, invokeURL, 50)
-	t.Logf("RESULT deploy/: server job (2 allocs) + router job on dev agents; apply → InService %s; 50 invocations through the deployed router: %v", time.Since(start).Round(100*time.Millisecond), counts)
+	routerURL := "https://" + strings.Join(routerAddr, ":")
+	rt := sagemakerruntime.New(sagemakerruntime.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(routerURL),
+		Credentials: credentials.NewStaticCredentialsProvider(userKey, userSecret, ""),
+		HTTPClient:  &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.tlsConfig()}},
+	})
+	counts := map[string]int{}
+	for i := 0; i < 50; i++ {
+		ans, err := rt.InvokeEndpoint(ctx, &sagemakerruntime.InvokeEndpointInput{
+			EndpointName: aws.String(endpointName), Body: []byte(payload),
+			ContentType: aws.String("text/csv"), Accept: aws.String("application/json"),
+		})
+		if err != nil {
+			t.Fatalf("signed invocation over TLS through the deployed router: %v", err)
+		}
+		counts[aws.ToString(ans.InvokedProductionVariant)]++
+	}
+	t.Logf("RESULT deploy/: server job (2 allocs, TLS + SigV4 from Vault) + router job (TLS + SigV4 from Vault) on dev agents; apply → InService %s; 50 signed invocations over TLS: %v", time.Since(start).Round(100*time.Millisecond), counts)
 	if counts["v1"]+counts["v2"] != 50 {
 		t.Errorf("invocations through the deployed router: %v", counts)
+	}
+	// An unsigned invocation is refused by the deployed router.
+	req, _ = http.NewRequest(http.MethodPost, routerURL+"/endpoints/"+endpointName+"/invocations", strings.NewReader(payload))
+	req.Header.Set("Content-Type", "text/csv")
+	if resp, err := tlsClient.Do(req); err != nil {
+		t.Errorf("unsigned invocation: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("unsigned invocation through the deployed router: status %d, want 403", resp.StatusCode)
+		}
 	}
 
 	t.Run("PrometheusAndAutoscaler", func(t *testing.T) {
@@ -139,7 +238,7 @@ func TestDeployJobs(t *testing.T) {
 		}
 		promAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
 		nomadCmd(t, "job", "run", "-detach", "-var", "prometheus_binary="+prom, "-var", "driver=raw_exec",
-			"-var", "port="+promAddr[1], "../deploy/prometheus.nomad.hcl")
+			"-var", "port="+promAddr[1], "-var", "router_ca_cert="+string(pki.CAPEM), "../deploy/prometheus.nomad.hcl")
 		nomadCmd(t, "job", "run", "-detach", "-var", "autoscaler_binary="+autoscaler, "-var", "driver=raw_exec",
 			"-var", "nomad_addr="+s.nomad.Addr, "../deploy/nomad-autoscaler.nomad.hcl")
 		promURL := "http://" + strings.Join(promAddr, ":")

@@ -13,10 +13,15 @@ until [ "$(nomad node status -json | jq '[.[] | select(.Status == "ready")] | ma
   sleep 3
 done
 
+# The demo's models are file:// artifacts trained on every client and run
+# with raw_exec (examples/vagrant): demo-only opt-ins that give a model
+# author the node, see docs/security.md.
 nomad job run -var "vault_addr=http://$server:8200" -var "nomad_addr=http://$server:4646" \
-  -var 'router_url=http://192.168.56.21:8081' /vagrant/deploy/serai-server.nomad.hcl
+  -var 'router_url=https://192.168.56.21:8081' -var allow_drivers=raw_exec,exec,docker -var 'args=["--allow-file-artifacts"]' \
+  /vagrant/deploy/serai-server.nomad.hcl
 nomad job run /vagrant/deploy/serai-router.nomad.hcl
-nomad job run /vagrant/deploy/prometheus.nomad.hcl
+ca=$(curl -sf "http://$server:8500/v1/kv/serai-demo/ca.crt?raw")
+nomad job run -var "router_ca_cert=$ca" /vagrant/deploy/prometheus.nomad.hcl
 # HashiCorp's packages install their binaries in /usr/bin.
 nomad job run -var "nomad_addr=http://$server:4646" -var autoscaler_binary=/usr/bin/nomad-autoscaler \
   /vagrant/deploy/nomad-autoscaler.nomad.hcl

@@ -76,8 +76,62 @@ until curl -sf "http://$ip:4646/.well-known/jwks.json" >/dev/null; do sleep 1; d
 # Vault trusts Nomad's workload identities (what `serai setup vault
 # --apply` does), and serai's server gets its policy and role.
 serai setup vault --apply --vault-addr "$VAULT_ADDR" --nomad-addr "http://$ip:4646"
-vault policy write serai-server /vagrant/deploy/vault/serai-server.policy.hcl
+for p in serai-server serai-server-secrets serai-router; do
+  vault policy write "$p" "/vagrant/deploy/vault/$p.policy.hcl"
+done
 vault write auth/jwt-nomad/role/serai-server @/vagrant/deploy/vault/serai-server.role.json
+vault write auth/jwt-nomad/role/serai-router @/vagrant/deploy/vault/serai-router.role.json
+
+# serai's own secrets (deploy/README.md): a private CA and TLS certificates
+# for the servers and routers, SigV4 keys for a user and an operator, and
+# the routers' session key. Made once; a re-provision keeps them.
+pki=/root/serai-pki
+if [ ! -f "$pki/ca.crt" ]; then
+  mkdir -p "$pki" && chmod 0700 "$pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -subj "/CN=serai demo CA" -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  # Every node may run a server or a router: one certificate each, naming
+  # the Consul service names and every node address of the cluster.
+  sans="DNS:serai-server.service.consul,DNS:serai-router.service.consul,IP:127.0.0.1,IP:$ip"
+  for h in 21 22 23 24 31 32 33 34; do sans="$sans,IP:192.168.56.$h"; done
+  for c in server router; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=serai-$c" \
+      -keyout "$pki/$c.key" -out "$pki/$c.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/$c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 365 -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$sans") \
+      -out "$pki/$c.crt" 2>/dev/null
+  done
+  printf 'AKIASERAIDEMOUSER001 %s\n' "$(openssl rand -hex 24)" >"$pki/user-keys"
+  printf 'AKIASERAIDEMOOPER001 %s\n' "$(openssl rand -hex 24)" >"$pki/operator-keys"
+  openssl rand -hex 32 >"$pki/session-key"
+  chmod 0600 "$pki"/*
+fi
+vault kv put secret/serai/deploy/server \
+  sigv4_keys=@"$pki/user-keys" operator_keys=@"$pki/operator-keys" \
+  tls_cert=@"$pki/server.crt" tls_key=@"$pki/server.key" router_ca_cert=@"$pki/ca.crt" >/dev/null
+vault kv put secret/serai/deploy/router \
+  sigv4_keys=@"$pki/user-keys" session_key=@"$pki/session-key" \
+  tls_cert=@"$pki/router.crt" tls_key=@"$pki/router.key" >/dev/null
+# The CA is public: clients fetch it from Consul KV for SERAI_CA_CERT.
+consul kv put serai-demo/ca.crt @"$pki/ca.crt" >/dev/null
+
+# serai-env runs a serai command as the demo's operator: the server's
+# address from Consul, the CA and the operator key (SERAI_*, for the
+# control API) and the user key (AWS_*, for invocations through a router)
+# from the files above.
+cat >/usr/local/bin/serai-env <<SH
+#!/bin/sh
+# Usage: serai-env serai apply FILE
+SERAI_ADDR=\$(curl -sf '127.0.0.1:8500/v1/health/service/serai-server?passing' | jq -r '.[0].Service | "https://\\(.Address):\\(.Port)"')
+SERAI_CA_CERT=$pki/ca.crt
+SERAI_ACCESS_KEY_ID=\$(cut -d' ' -f1 $pki/operator-keys)
+SERAI_SECRET_ACCESS_KEY=\$(cut -d' ' -f2 $pki/operator-keys)
+AWS_ACCESS_KEY_ID=\$(cut -d' ' -f1 $pki/user-keys)
+AWS_SECRET_ACCESS_KEY=\$(cut -d' ' -f2 $pki/user-keys)
+export SERAI_ADDR SERAI_CA_CERT SERAI_ACCESS_KEY_ID SERAI_SECRET_ACCESS_KEY AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+exec "\$@"
+SH
+chmod 0755 /usr/local/bin/serai-env
 
 # Shells on the VM talk to the cluster without further setup.
 cat >/etc/profile.d/serai.sh <<SH
