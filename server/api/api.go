@@ -91,7 +91,7 @@ type Config struct {
 	// the Nomad client's disk by the fetch task. Off by default: such a
 	// URL can name any file the fetch task can read. serai dev sets it.
 	AllowFileArtifacts bool
-	Logger       hclog.Logger
+	Logger             hclog.Logger
 	// Now is the clock.
 	Now func() time.Time
 	// MaxBodyBytes bounds a request body.
