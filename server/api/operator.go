@@ -55,6 +55,9 @@ func (h *Handler) isOperator(ctx context.Context) bool {
 	if h.auth == nil {
 		return true
 	}
+	if v, _ := ctx.Value(configOperatorKey{}).(bool); v {
+		return true
+	}
 	ops := h.operators.Load()
 	return ops != nil && (*ops)[principal(ctx)]
 }
@@ -400,3 +403,19 @@ func (h *Handler) storesOf(ctx context.Context, models []loaded[records.Model], 
 	}
 	return r.settings(), nil
 }
+
+// PutStores puts stores from the server's own configuration (serai
+// server --stores), as an operator: whoever writes the server's config is
+// one. Each store is put in turn; the first refusal stops it.
+func (h *Handler) PutStores(ctx context.Context, stores []smapi.PutArtifactStoreInput) error {
+	ctx = context.WithValue(ctx, configOperatorKey{}, true)
+	for i := range stores {
+		if _, err := h.putArtifactStore(ctx, &stores[i]); err != nil {
+			return fmt.Errorf("artifact store %q: %w", stores[i].ArtifactStore.Name, err)
+		}
+	}
+	return nil
+}
+
+// configOperatorKey marks a call from the server's own configuration.
+type configOperatorKey struct{}
