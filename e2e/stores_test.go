@@ -31,11 +31,11 @@ import (
 // Principals of TestStoreKeysUnreachable: two users and an operator.
 const (
 	userAKey   = "AKIASTOREUSERA000001"
-	userASec   = "user-a-secret"
+	userASec   = "user-a-secret-0123456789"
 	userBKey   = "AKIASTOREUSERB000002"
-	userBSec   = "user-b-secret"
+	userBSec   = "user-b-secret-0123456789"
 	opKey      = "AKIASTOREOPERATOR003"
-	opSec      = "operator-secret"
+	opSec      = "operator-secret-0123456789"
 	bKeyID     = "AKIASTOREBKEY0000004"
 	bSecret    = "store-b+secret/that/A/must+never/see"
 	bKVPath    = "teams/b/store"
