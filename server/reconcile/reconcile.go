@@ -847,15 +847,22 @@ func (r *Reconciler) refreshVaultFor(ctx context.Context, endpoint string) error
 		return err
 	}
 	for _, m := range models {
-		creds, ok, err := r.storeCredentials(ctx, m)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		if !readsStore(m) {
 			continue
 		}
 		eps := users[m.Name]
 		if len(eps) == 0 {
+			if err := r.cfg.Vault.RemoveModel(ctx, m.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		creds, _, err := r.storeCredentials(ctx, m)
+		if err != nil {
+			// No store record to scope the policy by (a record from before
+			// stores were records, say): fail closed, so the model reads
+			// nothing, and let the other models' roles be refreshed.
+			r.log.Warn("model's Vault access removed: its artifact store has no operator record", "model", m.Name, "error", err)
 			if err := r.cfg.Vault.RemoveModel(ctx, m.Name); err != nil {
 				return err
 			}
@@ -915,11 +922,10 @@ func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[str
 // store's name only, so no model field chooses the path its policy
 // grants. ok is false for a model without a store.
 func (r *Reconciler) storeCredentials(ctx context.Context, m *records.Model) (policies.StoreCredentials, bool, error) {
-	x := m.Spec.Serai
-	if x == nil || x.ArtifactStore == nil || !strings.HasPrefix(modelURL(m), "s3://") {
+	if !readsStore(m) {
 		return policies.StoreCredentials{}, false, nil
 	}
-	st, err := r.store(ctx, x.ArtifactStore.Name)
+	st, err := r.store(ctx, m.Spec.Serai.ArtifactStore.Name)
 	if err != nil {
 		return policies.StoreCredentials{}, false, fmt.Errorf("model %q: %w", m.Name, err)
 	}
@@ -928,6 +934,13 @@ func (r *Reconciler) storeCredentials(ctx context.Context, m *records.Model) (po
 		c.KVMount, c.KVPath, c.AWSMount, c.AWSRole = v.KVMount, v.KVPath, v.AWSMount, v.AWSRole
 	}
 	return c, true, nil
+}
+
+// readsStore: the model's artifact is read through a store, as the
+// compiler decides it (s3:// with a store named).
+func readsStore(m *records.Model) bool {
+	x := m.Spec.Serai
+	return x != nil && x.ArtifactStore != nil && strings.HasPrefix(modelURL(m), "s3://")
 }
 
 func modelURL(m *records.Model) string {

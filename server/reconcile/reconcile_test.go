@@ -573,3 +573,27 @@ func TestStoreSettingsComeFromTheRecord(t *testing.T) {
 		t.Fatalf("after the store changed: %+v", got)
 	}
 }
+
+// A model whose store has no operator record (a record from before stores
+// were records) neither blocks another endpoint's delete nor keeps its
+// Vault access: it fails closed.
+func TestMissingStoreRecordFailsClosed(t *testing.T) {
+	e := newEnv(t)
+	e.create("ep", "c1")
+	e.drive("ep", 10, inService)
+	e.create("ep2", "c2")
+	e.drive("ep2", 10, inService)
+	if len(e.c.vault["m1"]) != 1 || len(e.c.vault["m2"]) != 1 {
+		t.Fatalf("vault before: %v", e.c.vault)
+	}
+	ctx := context.Background()
+	var st records.ArtifactStore
+	idx, err := e.store.Get(ctx, records.KindStore, "minio", &st)
+	must(t, err)
+	must(t, e.store.KV.DeleteCAS(ctx, records.KindStore.Key("minio"), idx))
+	e.op("ep2", &records.Operation{Kind: records.OpDelete}, smapi.StatusDeleting)
+	e.drive("ep2", 20, func(ep *records.Endpoint) bool { return ep == nil })
+	if _, ok := e.c.vault["m1"]; ok {
+		t.Errorf("model m1 kept Vault access without a store record: %v", e.c.vault)
+	}
+}
