@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/seraihq/serai/server/api"
 	"github.com/seraihq/serai/server/records"
 )
 
@@ -51,5 +55,33 @@ artifact_store "plain" {}
 	bad := writeSpec(t, dir, "bad.hcl", "model \"m\" {\n  command = \"/x\"\n}\n")
 	if code, _, errs := cli("store", "put", bad); code != exitUsage || !strings.Contains(errs, "artifact_store blocks only") {
 		t.Fatalf("put of a model: exit %d\n%s", code, errs)
+	}
+}
+
+// TestStoresFlagFile: serai server --stores puts the file's stores as an
+// operator even when every API caller must sign (and none is an
+// operator), and refuses a file with other blocks.
+func TestStoresFlagFile(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	if err := os.WriteFile(keys, []byte("AKIAUSER00000000001 user-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kv := records.NewMemKV()
+	h, err := api.New(api.Config{Store: records.Store{KV: kv}, SigV4KeyFile: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := writeSpec(t, dir, "stores.hcl", "artifact_store \"s\" {\n  allowed_principals = [\"*\"]\n}\n")
+	if err := putStoresFile(context.Background(), h, f); err != nil {
+		t.Fatal(err)
+	}
+	var st records.ArtifactStore
+	if _, err := (records.Store{KV: kv}).Get(context.Background(), records.KindStore, "s", &st); err != nil || len(st.AllowedPrincipals) != 1 {
+		t.Fatalf("store s: %+v, %v", st, err)
+	}
+	bad := writeSpec(t, dir, "bad.hcl", "model \"m\" {\n  command = \"/x\"\n}\n")
+	if err := putStoresFile(context.Background(), h, bad); err == nil || !strings.Contains(err.Error(), "artifact_store blocks only") {
+		t.Fatalf("a file with a model: %v", err)
 	}
 }
