@@ -46,7 +46,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "serai-binary", Value: co.SeraiBinary, Usage: "path of the serai binary on Nomad clients (runs the fetch task of exec/raw_exec models)"},
 			&cli.StringFlag{Name: "fetch-image", Value: co.FetchImage, Usage: "serai's image for the fetch task of docker models"},
 			&cli.StringFlag{Name: "router-url", Value: co.RouterURL, Usage: "router base URL shown in the Nomad UI"},
-			&cli.StringFlag{Name: "namespace", Value: policies.DefaultNamespace, Usage: "Nomad namespace of the endpoints' jobs; every model's Vault role binds it"},
+			&cli.StringFlag{Name: "namespace", EnvVars: []string{"NOMAD_NAMESPACE"}, Value: policies.DefaultNamespace, Usage: "Nomad namespace of the endpoints' jobs; every model's Vault role binds it"},
 			&cli.DurationFlag{Name: "tick", Value: rd.Tick, Usage: "how often the reconciler steps every endpoint"},
 			&cli.DurationFlag{Name: "drain-period", Value: rd.DrainPeriod, Usage: "how long a deleted endpoint's instances keep serving in-flight requests"},
 			&cli.DurationFlag{Name: "health-timeout", Value: rd.HealthTimeout, Usage: "how long a new generation may take to become healthy when Nomad reports neither success nor failure"},
