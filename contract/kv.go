@@ -11,6 +11,10 @@ const (
 	EndpointConfigsPrefix = KVPrefix + "endpoint-configs/"
 	// EndpointsPrefix holds one JSON record per endpoint.
 	EndpointsPrefix = KVPrefix + "endpoints/"
+	// StoresPrefix holds one JSON record per artifact store. Only an
+	// operator writes them (Serai.PutArtifactStore or serai server
+	// --stores); models and data capture name a store, never define one.
+	StoresPrefix = KVPrefix + "stores/"
 	// LeaderKey is the Consul lock the reconciling server holds.
 	LeaderKey = KVPrefix + "leader"
 )

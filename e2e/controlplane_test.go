@@ -211,6 +211,13 @@ func TestControlPlane(t *testing.T) {
 		svcs, _, err := consul.Client.Catalog().Service(contract.ServiceName(endpointName), "", nil)
 		return err == nil && len(svcs) == 0
 	})
+	// The store serai apply put is the operator's to delete, once no
+	// model names it.
+	del := exec.CommandContext(ctx, serai, "store", "delete", storeName)
+	del.Env = append(os.Environ(), "SERAI_ADDR="+survivor.url)
+	if out, err := del.CombinedOutput(); err != nil {
+		t.Errorf("serai store delete: %v\n%s", err, out)
+	}
 	keys, _, err := consul.Client.KV().Keys(contract.KVPrefix, "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -43,9 +43,9 @@ func (s *seraiServer) kill() {
 	})
 }
 
-// startServer runs `serai server` as its own process, stopped (SIGINT)
-// and waited for when the test ends.
-func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul, vault *testagents.Vault, nomad *testagents.Nomad) *seraiServer {
+// startServer runs `serai server` as its own process, with extra flags,
+// stopped (SIGINT) and waited for when the test ends.
+func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul, vault *testagents.Vault, nomad *testagents.Nomad, extra ...string) *seraiServer {
 	t.Helper()
 	addr := testagents.FreeLoopbackAddr(t)
 	logPath := filepath.Join(dir, "server-"+id+".log")
@@ -53,8 +53,8 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(serai, "server", "--listen", addr, "--id", id, "--serai-binary", serai,
-		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug")
+	cmd := exec.Command(serai, append([]string{"server", "--listen", addr, "--id", id, "--serai-binary", serai,
+		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug"}, extra...)...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -36,6 +36,11 @@ type ArtifactStore struct {
 	Region    string      `hcl:"region,optional"`
 	PathStyle bool        `hcl:"path_style,optional"`
 	Vault     *StoreVault `hcl:"vault,block"`
+	// AllowedPrincipals are the SigV4 access key IDs that may name the
+	// store in their models ("*": any authenticated caller). Stores are
+	// operator-owned: `serai apply` sends this block as an operator
+	// operation, which only an operator's key may make.
+	AllowedPrincipals []string `hcl:"allowed_principals,optional"`
 
 	Body     hcl.Body  `hcl:",body"`
 	DefRange hcl.Range `hcl:",def_range"`

@@ -17,6 +17,9 @@ import (
 var (
 	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// principalRE is what serai accepts as an access key ID (AWS's are
+	// 16 to 128 word characters).
+	principalRE = regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
 )
 
 // reservedEnv are variables serai sets itself or that would carry
@@ -119,6 +122,11 @@ func (v *validator) store(s *ArtifactStore) {
 			v.errf(s.Body, "endpoint", s.DefRange, "Invalid endpoint", "%s: endpoint %q must be an http:// or https:// URL of an S3-compatible service; leave it out for AWS S3.", what, s.Endpoint)
 		}
 	}
+	for _, p := range s.AllowedPrincipals {
+		if p != "*" && !principalRE.MatchString(p) {
+			v.errf(s.Body, "allowed_principals", s.DefRange, "Invalid allowed_principals", "%s: allowed_principals entry %q must be an access key ID (letters and digits, 1 to 128) or \"*\".", what, p)
+		}
+	}
 	if sv := s.Vault; sv != nil {
 		if sv.AWSRole != "" && (sv.KVPath != "" || sv.KVMount != "") {
 			v.errf(sv.Body, "aws_role", s.DefRange, "Conflicting vault credentials", "%s: set either kv_mount/kv_path (static keys in KV v2) or aws_mount/aws_role (AWS secrets engine), not both.", what)
@@ -180,6 +188,12 @@ func (v *validator) model(m *Model) {
 	}
 	if m.SHA256 != "" && !sha256RE.MatchString(m.SHA256) {
 		v.errf(m.Body, "sha256", m.DefRange, "Invalid sha256", "%s: sha256 must be 64 lower-case hex digits.", what)
+	}
+	if m.ArtifactStore != "" && !strings.HasPrefix(m.Artifact, "s3://") {
+		// A store's keys are for reading s3:// objects; a model naming a
+		// store for another scheme would get them for nothing (or to copy
+		// them: a file:// artifact can point at the fetch task's secrets).
+		v.errf(m.Body, "artifact_store", m.DefRange, "Invalid artifact_store", "%s: artifact_store applies to s3:// artifacts only; leave it out for %q.", what, m.Artifact)
 	}
 	if m.ArtifactStore != "" {
 		if _, ok := v.spec.ArtifactStores[m.ArtifactStore]; !ok {
@@ -249,6 +263,8 @@ func (v *validator) config(c *EndpointConfig) {
 			v.errf(dc.Body, "destination", rng, "Invalid destination", "%s: data_capture destination %q must be an s3://bucket/prefix or file:///path URL.", what, dc.Destination)
 		} else if u.Scheme == "s3" && dc.ArtifactStore == "" {
 			v.errf(dc.Body, "destination", rng, "Missing artifact_store", "%s: an s3:// data_capture destination needs artifact_store.", what)
+		} else if u.Scheme != "s3" && dc.ArtifactStore != "" {
+			v.errf(dc.Body, "artifact_store", rng, "Invalid artifact_store", "%s: data_capture artifact_store applies to s3:// destinations only; leave it out for %q.", what, dc.Destination)
 		}
 		if dc.ArtifactStore != "" {
 			if _, ok := v.spec.ArtifactStores[dc.ArtifactStore]; !ok {

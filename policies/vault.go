@@ -44,6 +44,10 @@ const (
 // them would grant read on many paths, not one.
 var segmentPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
+// namespacePattern is Nomad's rule for namespace names; it holds no glob
+// character, so a role bound with "glob" claims matches one namespace.
+var namespacePattern = regexp.MustCompile(`^[a-zA-Z0-9-]{1,128}$`)
+
 // StoreCredentials says where Vault keeps one artifact store's keys: KV v2
 // (KVMount, KVPath) or the AWS secrets engine (AWSMount, AWSRole).
 type StoreCredentials struct {
@@ -162,17 +166,29 @@ path %q {
 `, model, label, p), nil
 }
 
+// DefaultNamespace is Nomad's own default namespace, where serai's jobs
+// run unless the server is given another (serai server --namespace).
+const DefaultNamespace = "default"
+
 // RoleOptions adjusts the JWT role beyond the contract's fixed parts.
 type RoleOptions struct {
-	// Namespace, when set, also binds the nomad_namespace claim. Nomad job
-	// IDs are only unique per namespace, so binding it narrows who can log
-	// in to those allowed to submit jobs in serai's namespace.
+	// Namespace is the Nomad namespace of serai's jobs; every role binds
+	// the nomad_namespace claim to it (empty: DefaultNamespace). Nomad job
+	// IDs are only unique per namespace, so without it a job of the same
+	// ID in any other namespace could log in with the model's role.
 	Namespace string
 }
 
+func (o RoleOptions) withDefaults() RoleOptions {
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	return o
+}
+
 // ModelRole is the JWT auth role for a model: it admits only the fetch-model
-// task of the given endpoints' jobs, presenting a Nomad workload identity
-// for Vault, and grants only the model's policy. It refuses an empty
+// task of the given endpoints' jobs in serai's namespace, presenting a
+// Nomad workload identity for Vault, and grants only the model's policy. It refuses an empty
 // endpoint list: a role without job bindings would admit every workload
 // in the cluster.
 func ModelRole(model string, endpoints []string, opts RoleOptions) (map[string]any, error) {
@@ -191,15 +207,14 @@ func ModelRole(model string, endpoints []string, opts RoleOptions) (map[string]a
 	}
 	sort.Strings(jobs)
 	jobs = slices.Compact(jobs)
-	claims := map[string]any{
-		"nomad_job_id": jobs,
-		"nomad_task":   []string{FetchTask},
+	opts = opts.withDefaults()
+	if !namespacePattern.MatchString(opts.Namespace) {
+		return nil, fmt.Errorf("namespace %q is not a Nomad namespace name (letters, digits and '-', at most 128; no globs)", opts.Namespace)
 	}
-	if opts.Namespace != "" {
-		if err := checkPath("namespace", opts.Namespace); err != nil {
-			return nil, err
-		}
-		claims["nomad_namespace"] = []string{opts.Namespace}
+	claims := map[string]any{
+		"nomad_namespace": []string{opts.Namespace},
+		"nomad_job_id":    jobs,
+		"nomad_task":      []string{FetchTask},
 	}
 	return map[string]any{
 		"role_type":               "jwt",

@@ -136,8 +136,9 @@ func TestModelRoleBindsJobsTaskAndPolicy(t *testing.T) {
 	if got := claims["nomad_task"].([]string); !slices.Equal(got, []string{"fetch-model"}) {
 		t.Errorf("task = %q", got)
 	}
-	if _, ok := claims["nomad_namespace"]; ok {
-		t.Error("namespace bound without being asked")
+	// Every role binds the namespace: Nomad's default unless told.
+	if got, _ := claims["nomad_namespace"].([]string); !slices.Equal(got, []string{"default"}) {
+		t.Errorf("namespace = %q, want [default]", got)
 	}
 	if got := r["token_policies"].([]string); !slices.Equal(got, []string{"serai-model-churn"}) {
 		t.Errorf("token policies = %q", got)
@@ -157,6 +158,11 @@ func TestModelRoleBindsJobsTaskAndPolicy(t *testing.T) {
 	}
 	if _, err := ModelRole("churn", []string{"*"}, RoleOptions{}); err == nil {
 		t.Error("endpoint name * accepted: it would widen the glob to every job")
+	}
+	for _, ns := range []string{"*", "ml*", "a/b", "a b"} {
+		if _, err := ModelRole("churn", []string{"web"}, RoleOptions{Namespace: ns}); err == nil {
+			t.Errorf("namespace %q accepted: a glob or path would widen the binding", ns)
+		}
 	}
 }
 

@@ -366,7 +366,15 @@ func (c *compiler) service(v *jobspec.Variant) *api.Service {
 const modelDir = "${NOMAD_ALLOC_DIR}/data/model"
 
 func (c *compiler) fetchTask(m *jobspec.Model) (*api.Task, error) {
-	store := c.spec.ArtifactStores[m.ArtifactStore]
+	// Only an s3:// artifact read through a store gets the store's keys
+	// and a Vault identity. Validation already refuses a store on any
+	// other scheme; this is the second wall, because a file:// URL (where
+	// the operator allows them) could name the very file the template
+	// renders the keys into.
+	var store *jobspec.ArtifactStore
+	if strings.HasPrefix(m.Artifact, "s3://") {
+		store = c.spec.ArtifactStores[m.ArtifactStore]
+	}
 	env := map[string]string{
 		"SERAI_MODEL_NAME":       m.Name,
 		"SERAI_MODEL_URL":        m.Artifact,

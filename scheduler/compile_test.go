@@ -288,3 +288,31 @@ func TestNomadValidate(t *testing.T) {
 		}
 	}
 }
+
+// A model whose artifact is not s3:// never gets a Vault identity or the
+// credential template, even when its spec names a store (validation
+// refuses that; this is the compiler's own wall): a file:// URL could
+// otherwise name the rendered secrets/store.env and copy the keys into
+// the model dir.
+func TestNoStoreKeysWithoutS3(t *testing.T) {
+	spec, _ := compileFile(t, "../examples/single-variant.hcl")
+	var m *jobspec.Model
+	for _, mm := range spec.Models {
+		m = mm
+	}
+	if m.ArtifactStore == "" {
+		t.Fatal("the example's model names no store")
+	}
+	for _, url := range []string{"file:///alloc/../secrets/store.env", "https://example.test/m.tar.gz", "s3://models/m.tar.gz"} {
+		m.Artifact = url
+		c := &compiler{spec: spec, opts: Options{}.withDefaults()}
+		f, err := c.fetchTask(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s3 := strings.HasPrefix(url, "s3://")
+		if (f.Vault != nil) != s3 || (len(f.Templates) > 0) != s3 || (len(f.Identities) > 0) != s3 || (f.Env["SERAI_STORE_NAME"] != "") != s3 {
+			t.Errorf("%s: vault %v, %d templates, %d identities, env %v", url, f.Vault, len(f.Templates), len(f.Identities), f.Env)
+		}
+	}
+}

@@ -202,9 +202,21 @@ func applyCommand() *cli.Command {
 				return err
 			}
 			defer s.cancel()
-			p, err := apply.MakePlan(s.ctx, s.api, translate.FromSpec(spec))
+			reqs := translate.FromSpec(spec)
+			p, err := apply.MakePlan(s.ctx, s.api, reqs)
 			if err != nil {
 				return s.fail(err)
+			}
+			// Stores first (an operator operation), so the models that
+			// name them are accepted; nothing is written on a conflict.
+			if len(p.Conflicts()) == 0 {
+				put, err := apply.EnsureStores(s.ctx, s.api, reqs.Stores)
+				for _, n := range put {
+					s.printf("artifact store %q put\n", n)
+				}
+				if err != nil {
+					return s.fail(err)
+				}
 			}
 			if !s.json {
 				if err := p.Write(c.App.Writer); err != nil {

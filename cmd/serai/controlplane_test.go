@@ -111,7 +111,7 @@ func (s *stubReconciler) step(ctx context.Context, name string) error {
 func serveAPI(t *testing.T, kv records.KV) string {
 	t.Helper()
 	store := records.Store{KV: kv}
-	h, err := api.New(api.Config{Store: store})
+	h, err := api.New(api.Config{Store: store, AllowFileArtifacts: true})
 	if err != nil {
 		t.Fatal(err)
 	}

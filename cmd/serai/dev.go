@@ -129,12 +129,19 @@ func runDev(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("serai dev: writing the store's keys to Vault: %v", err), exitError)
 	}
 
+	// The dev store is an operator record like any other: the server puts
+	// it from its --stores file at start.
+	storesPath := filepath.Join(stack.Dir, "stores.hcl")
+	if err := os.WriteFile(storesPath, []byte(devStoreBlock(store.URL)), 0o600); err != nil {
+		return cli.Exit(fmt.Sprintf("serai dev: %v", err), exitError)
+	}
 	serverURL := "http://" + c.String("server-listen")
 	routerURL := "http://" + c.String("router-listen")
 	env := stack.Env()
 	if _, err := stack.Run("serai-server", self, []string{"server", "--listen", c.String("server-listen"), "--id", "dev",
 		"--serai-binary", self, "--router-url", routerURL, "--tick", "250ms", "--drain-period", "2s",
-		"--consul-addr", stack.ConsulAddr, "--nomad-addr", stack.NomadAddr, "--vault-addr", stack.VaultAddr}, env); err != nil {
+		"--consul-addr", stack.ConsulAddr, "--nomad-addr", stack.NomadAddr, "--vault-addr", stack.VaultAddr,
+		"--stores", storesPath, "--allow-file-artifacts"}, env); err != nil {
 		return cli.Exit(fmt.Sprintf("serai dev: %v", err), exitError)
 	}
 	if _, err := stack.Run("serai-router", self, []string{"router", "--listen", c.String("router-listen"), "--consul-addr", stack.ConsulAddr}, nil); err != nil {
@@ -294,17 +301,24 @@ func runExample(ctx context.Context, out io.Writer, self, serverURL, routerURL s
 	return nil
 }
 
+// devStoreBlock is the dev store's artifact_store block: the server's
+// --stores file and the example spec declare it alike, so applying the
+// example leaves the record as it is.
+func devStoreBlock(storeURL string) string {
+	return fmt.Sprintf(`artifact_store "dev" {
+  endpoint   = %q
+  path_style = true
+}
+`, storeURL)
+}
+
 // exampleSpec is the two-variant Iris endpoint on the dev stack. The model
 // server is found on the Nomad agent's PATH (serai dev puts its bin dir
 // there).
 func exampleSpec(storeURL string, sums map[string]string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `# Written by serai dev --example: two trained Iris models, 80/20.
-artifact_store "dev" {
-  endpoint   = %q
-  path_style = true
-}
-`, storeURL)
+	b.WriteString("# Written by serai dev --example: two trained Iris models, 80/20.\n")
+	b.WriteString(devStoreBlock(storeURL))
 	for _, v := range []string{"v1", "v2"} {
 		fmt.Fprintf(&b, `
 model "iris-%s" {

@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			serverCommand(),
 			applyCommand(),
 			planCommand(),
+			storeCommand(),
 			modelCommand(),
 			endpointConfigCommand(),
 			endpointCommand(),

@@ -40,10 +40,13 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "region", Value: api.DefaultRegion, Usage: "AWS region in ARNs and SigV4 scopes"},
 			&cli.StringFlag{Name: "account", Value: api.DefaultAccount, Usage: "12-digit account ID in ARNs"},
 			&cli.StringFlag{Name: "sigv4-keys", Usage: "`FILE` of \"ACCESS_KEY_ID SECRET\" lines (the router's format); when set, API requests must be SigV4-signed; SIGHUP reloads it"},
+			&cli.StringFlag{Name: "operator-keys", Usage: "`FILE` of operators' keys (same format): they may also put and delete artifact stores (Serai.PutArtifactStore, serai store) and name any store; turns SigV4 on; SIGHUP reloads it"},
+			&cli.StringFlag{Name: "stores", Usage: "`FILE` of artifact_store blocks (HCL, with allowed_principals) the server puts as operator records at start and on SIGHUP"},
+			&cli.BoolFlag{Name: "allow-file-artifacts", Usage: "accept models with file:// artifacts (read from the Nomad client's disk); off by default, as such a URL can name any file the fetch task can read"},
 			&cli.StringFlag{Name: "serai-binary", Value: co.SeraiBinary, Usage: "path of the serai binary on Nomad clients (runs the fetch task of exec/raw_exec models)"},
 			&cli.StringFlag{Name: "fetch-image", Value: co.FetchImage, Usage: "serai's image for the fetch task of docker models"},
 			&cli.StringFlag{Name: "router-url", Value: co.RouterURL, Usage: "router base URL shown in the Nomad UI"},
-			&cli.StringFlag{Name: "namespace", Usage: "Nomad namespace of the endpoints' jobs"},
+			&cli.StringFlag{Name: "namespace", EnvVars: []string{"NOMAD_NAMESPACE"}, Value: policies.DefaultNamespace, Usage: "Nomad namespace of the endpoints' jobs; every model's Vault role binds it"},
 			&cli.DurationFlag{Name: "tick", Value: rd.Tick, Usage: "how often the reconciler steps every endpoint"},
 			&cli.DurationFlag{Name: "drain-period", Value: rd.DrainPeriod, Usage: "how long a deleted endpoint's instances keep serving in-flight requests"},
 			&cli.DurationFlag{Name: "health-timeout", Value: rd.HealthTimeout, Usage: "how long a new generation may take to become healthy when Nomad reports neither success nor failure"},
@@ -82,6 +85,7 @@ func runServer(c *cli.Context) error {
 		}
 		w := policies.NewVaultWriter(client)
 		w.Log = log.Named("vault")
+		w.Role = policies.RoleOptions{Namespace: c.String("namespace")}
 		vault = w
 	} else {
 		log.Warn("no VAULT_ADDR: models that read an artifact store will fail to deploy")
@@ -97,14 +101,23 @@ func runServer(c *cli.Context) error {
 		Observer:     &cluster.Observer{Nomad: nomadAdapter, Consul: consulAdapter},
 		SigV4KeyFile: c.String("sigv4-keys"),
 		Logger:       log,
+
+		OperatorKeyFile:    c.String("operator-keys"),
+		AllowFileArtifacts: c.Bool("allow-file-artifacts"),
 	})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitUsage)
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if path := c.String("sigv4-keys"); path != "" {
-		go reloadOnHUP(ctx, path, log, handler.ReloadSigV4Keys)
+	if path := c.String("sigv4-keys"); path != "" || c.String("operator-keys") != "" {
+		go reloadOnHUP(ctx, path+" "+c.String("operator-keys"), log, handler.ReloadSigV4Keys)
+	}
+	if path := c.String("stores"); path != "" {
+		if err := putStoresFile(ctx, handler, path); err != nil {
+			return cli.Exit(fmt.Sprintf("serai server: --stores: %v", err), exitUsage)
+		}
+		go storesOnHUP(ctx, handler, path, log)
 	}
 	err = server.Run(ctx, server.Config{
 		Listen:        c.String("listen"),

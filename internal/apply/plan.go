@@ -11,6 +11,10 @@
 // config changed is an UpdateEndpoint. Objects that exist with identical
 // content are left alone, so re-applying unchanged files changes nothing.
 //
+// Artifact stores are operator-owned records, not planned objects:
+// EnsureStores puts the spec's store blocks that differ from the server's
+// records (which only an operator's key may do) before anything names them.
+//
 // It talks to the server only through the API interface (server/client
 // implements it) and never to Nomad, Consul or Vault.
 package apply

@@ -12,11 +12,11 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/seraihq/serai/internal/sigv4"
 	"github.com/seraihq/serai/server/records"
 	"github.com/seraihq/serai/server/smapi"
 )
@@ -81,7 +81,17 @@ type Config struct {
 	// sigv4.LoadKeys). Requests are then signed for service "sagemaker"
 	// in Region.
 	SigV4KeyFile string
-	Logger       hclog.Logger
+	// OperatorKeyFile holds the operators' keys (same format); they sign
+	// requests like any key and may also make the operator operations
+	// (Serai.PutArtifactStore, ...) and name any artifact store. Either
+	// file turns authentication on. Without any, every caller is an
+	// operator (see operator.go).
+	OperatorKeyFile string
+	// AllowFileArtifacts lets models name file:// artifacts, read from
+	// the Nomad client's disk by the fetch task. Off by default: such a
+	// URL can name any file the fetch task can read. serai dev sets it.
+	AllowFileArtifacts bool
+	Logger             hclog.Logger
 	// Now is the clock.
 	Now func() time.Time
 	// MaxBodyBytes bounds a request body.
@@ -157,6 +167,8 @@ type Handler struct {
 	log  hclog.Logger
 	auth *authenticator
 	ops  map[string]opFunc
+	// operators are the access key IDs of OperatorKeyFile.
+	operators atomic.Pointer[map[string]bool]
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -170,14 +182,15 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, txn: cfg.Store.KV.(records.Txner), log: cfg.Logger.Named("api")}
-	if cfg.SigV4KeyFile != "" {
-		keys, err := sigv4.LoadKeys(cfg.SigV4KeyFile)
+	if cfg.SigV4KeyFile != "" || cfg.OperatorKeyFile != "" {
+		keys, ops, err := loadKeys(cfg.SigV4KeyFile, cfg.OperatorKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("api: SigV4 keys: %w", err)
+			return nil, err
 		}
 		if h.auth, err = newAuthenticator(keys, cfg.Region, cfg.Now); err != nil {
 			return nil, err
 		}
+		h.operators.Store(&ops)
 	}
 	h.ops = map[string]opFunc{
 		"CreateModel":                        op((*Handler).createModel),
@@ -201,17 +214,21 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// ReloadSigV4Keys re-reads the key file (on SIGHUP, say); on error the
+// ReloadSigV4Keys re-reads the key files (on SIGHUP, say); on error the
 // keys in use stay. It is an error when SigV4 is off.
 func (h *Handler) ReloadSigV4Keys() error {
 	if h.auth == nil {
 		return errors.New("api: SigV4 is not enabled")
 	}
-	keys, err := sigv4.LoadKeys(h.cfg.SigV4KeyFile)
+	keys, ops, err := loadKeys(h.cfg.SigV4KeyFile, h.cfg.OperatorKeyFile)
 	if err != nil {
 		return err
 	}
-	return h.auth.setKeys(keys)
+	if err := h.auth.setKeys(keys); err != nil {
+		return err
+	}
+	h.operators.Store(&ops)
+	return nil
 }
 
 // Operations lists the operations served, for docs and tests.
@@ -287,13 +304,14 @@ func jsonKind(k string) string {
 	return "of another type"
 }
 
-// ServeHTTP serves POST / with X-Amz-Target: SageMaker.<Operation>.
+// ServeHTTP serves POST / with X-Amz-Target: SageMaker.<Operation> (and
+// serai's operator operations, Serai.<Operation>: operator.go).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := requestID()
 	w.Header().Set("X-Amzn-Requestid", reqID)
 	start := h.cfg.Now()
 	target := r.Header.Get("X-Amz-Target")
-	opName, _ := strings.CutPrefix(target, TargetPrefix)
+	fn, opName, known := h.lookup(target)
 
 	var signed *signedRequest
 	if h.auth != nil {
@@ -331,8 +349,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	fn, ok := h.ops[opName]
-	if !ok || !strings.HasPrefix(target, TargetPrefix) {
+	if !known {
 		h.fail(w, r, opName, reqID, &apiError{status: http.StatusBadRequest, code: smapi.ErrUnknownOperation,
 			msg: fmt.Sprintf("X-Amz-Target %s is not an operation serai serves.", quoteValue(truncate(target, 128)))})
 		return
@@ -344,6 +361,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
+	if signed != nil {
+		ctx = withPrincipal(ctx, signed.auth.AccessKeyID)
+	}
 	out, err := h.run(ctx, fn, body)
 	if err != nil {
 		h.fail(w, r, opName, reqID, storeError(err))

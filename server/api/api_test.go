@@ -71,17 +71,23 @@ func TestModelLifecycle(t *testing.T) {
 
 func TestDefaultArtifactStore(t *testing.T) {
 	e := newEnv(t)
+	// The default store is an operator record like any other: until it
+	// exists, a model without a store is refused, naming it.
+	e.fails("CreateModel", `{"ModelName":"m","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"}}`,
+		bad, smapi.ErrValidation, `artifact store "default" does not exist`)
+	putStore(t, e.store, smapi.ArtifactStore{Name: DefaultArtifactStore}, "*")
 	e.ok("CreateModel", `{"ModelName":"m","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"}}`)
 	var d smapi.DescribeModelOutput
 	e.ok("DescribeModel", `{"ModelName":"m"}`).decode(t, &d)
 	if d.Serai == nil || d.Serai.ArtifactStore == nil || d.Serai.ArtifactStore.Name != DefaultArtifactStore {
 		t.Fatalf("%+v", d.Serai)
 	}
-	e.ok("CreateModel", `{"ModelName":"n","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"},"Serai":{"ArtifactStore":{"Name":"minio","Endpoint":"http://127.0.0.1:9000","PathStyle":true}}}`)
+	putStore(t, e.store, smapi.ArtifactStore{Name: "minio", Endpoint: "http://127.0.0.1:9000", PathStyle: true})
+	e.ok("CreateModel", `{"ModelName":"n","PrimaryContainer":{"Image":"img:1","ModelDataUrl":"s3://bucket/model.tar.gz"},"Serai":{"ArtifactStore":{"Name":"minio"}}}`)
 	d = smapi.DescribeModelOutput{}
 	e.ok("DescribeModel", `{"ModelName":"n"}`).decode(t, &d)
-	if d.Serai.ArtifactStore.Name != "minio" {
-		t.Fatalf("%+v", d.Serai)
+	if *d.Serai.ArtifactStore != (smapi.ArtifactStore{Name: "minio"}) {
+		t.Fatalf("%+v", d.Serai.ArtifactStore)
 	}
 }
 
@@ -90,6 +96,7 @@ func TestDefaultArtifactStore(t *testing.T) {
 func TestSDKShapedConfig(t *testing.T) {
 	e := newEnv(t)
 	e.seed()
+	putStore(t, e.store, smapi.ArtifactStore{Name: DefaultArtifactStore}, "*")
 	in := config("shadowed", variant("a", "m1", 1, 3), variant("b", "m1", 1, 1))
 	in.ShadowProductionVariants = []smapi.ProductionVariant{variant("s", "m2", 1, 1)}
 	in.DataCaptureConfig = &smapi.DataCaptureConfig{DestinationS3Uri: "s3://bucket/capture", InitialSamplingPercentage: ptr(10),

@@ -9,6 +9,7 @@ import (
 
 	"github.com/seraihq/serai/internal/testagents"
 	"github.com/seraihq/serai/server/records"
+	"github.com/seraihq/serai/server/smapi"
 )
 
 // TestAWSCLI drives the API with the real AWS CLI (botocore: its own
@@ -21,10 +22,13 @@ func TestAWSCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	obs := &fakeObserver{obs: map[string]Observation{}}
-	h, err := New(Config{Store: records.Store{KV: records.NewMemKV()}, Region: "eu-west-1", Account: "123456789012", Observer: obs, SigV4KeyFile: keys})
+	store := records.Store{KV: records.NewMemKV()}
+	h, err := New(Config{Store: store, Region: "eu-west-1", Account: "123456789012", Observer: obs, SigV4KeyFile: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The SDK names no store: the operator's default store serves.
+	putStore(t, store, smapi.ArtifactStore{Name: DefaultArtifactStore}, testAKID)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	aws := testagents.AWSCLI(t, srv.URL, testAKID, testSecret, "eu-west-1")

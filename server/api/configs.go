@@ -132,6 +132,9 @@ func (h *Handler) createEndpointConfig(ctx context.Context, in *smapi.CreateEndp
 		}
 	}
 	f.tags("tags", in.Tags)
+	if x := in.Serai; x != nil {
+		f.storeMember("serai.dataCaptureStore", x.DataCaptureStore)
+	}
 	if err := f.err(); err != nil {
 		return nil, err
 	}
@@ -152,10 +155,23 @@ func (h *Handler) createEndpointConfig(ctx context.Context, in *smapi.CreateEndp
 		if err != nil {
 			return err
 		}
-		if err := semantic(translate.Input{Models: modelSpecs(models), EndpointConfigs: []*smapi.CreateEndpointConfigInput{&spec}}); err != nil {
+		stores := h.newStoreRefs()
+		if spec.Serai != nil {
+			if err := stores.named(ctx, "serai.dataCaptureStore.name", spec.Serai.DataCaptureStore); err != nil {
+				return err
+			}
+		}
+		for _, m := range models {
+			if x := m.v.Spec.Serai; x != nil {
+				if err := stores.of(ctx, x.ArtifactStore); err != nil {
+					return err
+				}
+			}
+		}
+		if err := semantic(translate.Input{Stores: stores.settings(), Models: modelSpecs(models), EndpointConfigs: []*smapi.CreateEndpointConfigInput{&spec}}); err != nil {
 			return err
 		}
-		return h.create(ctx, records.KindEndpointConfig, in.EndpointConfigName, rec, touches(models)...)
+		return h.create(ctx, records.KindEndpointConfig, in.EndpointConfigName, rec, append(touches(models), stores.touches()...)...)
 	})
 	if err != nil {
 		return nil, err

@@ -95,7 +95,12 @@ func (h *Handler) createEndpoint(ctx context.Context, in *smapi.CreateEndpointIn
 		}
 		spec := *in
 		spec.Tags = nil
+		stores, err := h.storesOf(ctx, models, &cfg.v.Spec)
+		if err != nil {
+			return err
+		}
 		if err := semantic(translate.Input{
+			Stores:          stores,
 			Models:          modelSpecs(models),
 			EndpointConfigs: []*smapi.CreateEndpointConfigInput{&cfg.v.Spec},
 			Endpoints:       []*smapi.CreateEndpointInput{&spec},
@@ -194,7 +199,12 @@ func (h *Handler) updateEndpoint(ctx context.Context, in *smapi.UpdateEndpointIn
 		if in.Serai != nil && in.Serai.AutoRollback != nil {
 			ar = in.Serai.AutoRollback
 		}
+		stores, err := h.storesOf(ctx, models, &cfg.v.Spec)
+		if err != nil {
+			return err
+		}
 		if err := semantic(translate.Input{
+			Stores:          stores,
 			Models:          modelSpecs(models),
 			EndpointConfigs: []*smapi.CreateEndpointConfigInput{&cfg.v.Spec},
 			Endpoints: []*smapi.CreateEndpointInput{{

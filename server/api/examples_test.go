@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -33,6 +34,9 @@ func TestExamplesThroughAPI(t *testing.T) {
 			reqs := translate.FromSpec(spec)
 			e := newEnv(t)
 			ctx := context.Background()
+			for _, st := range reqs.Stores {
+				e.operator("PutArtifactStore", mustJSON(t, st))
+			}
 			for _, m := range reqs.Models {
 				e.ok("CreateModel", m)
 				var rec records.Model
@@ -66,4 +70,13 @@ func TestExamplesThroughAPI(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

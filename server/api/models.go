@@ -11,8 +11,9 @@ import (
 )
 
 // DefaultArtifactStore is the store an s3:// ModelDataUrl is read from
-// when the request names none (as the AWS SDKs never do): AWS S3 in
-// us-east-1, keys in Vault KV v2 at secret/data/serai/stores/default.
+// when the request names none (as the AWS SDKs never do). Like every
+// store it is an operator record: until an operator puts a store named
+// "default" that allows the caller, such models are refused.
 const DefaultArtifactStore = "default"
 
 func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (*smapi.CreateModelOutput, error) {
@@ -46,19 +47,31 @@ func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (
 		x.ArtifactStore = &smapi.ArtifactStore{Name: DefaultArtifactStore}
 		spec.Serai = &x
 	}
+	if x := spec.Serai; x != nil {
+		f.storeMember("serai.artifactStore", x.ArtifactStore)
+	}
+	if c := spec.PrimaryContainer; c != nil {
+		f.artifactURL(c.ModelDataUrl, spec.Serai, h.cfg.AllowFileArtifacts)
+	}
 	if spec.EnableNetworkIsolation {
 		f.bad("enableNetworkIsolation", true, "Member must be false: serai does not isolate model servers from the network (docs/api.md)")
 	}
 	if err := f.err(); err != nil {
 		return nil, err
 	}
-	if err := semantic(translate.Input{Models: []*smapi.CreateModelInput{&spec}}); err != nil {
-		return nil, err
-	}
 	arn := h.arn(arnModel, in.ModelName)
-	rec := &records.Model{Name: in.ModelName, ARN: arn, CreationTime: h.cfg.Now().UTC(), Spec: spec, Tags: in.Tags}
+	rec := &records.Model{Name: in.ModelName, ARN: arn, CreationTime: h.cfg.Now().UTC(), Spec: spec, Tags: in.Tags, Principal: principal(ctx)}
 	exists := validationf("Cannot create already existing model %q.", arn)
 	err := retry(ctx, func() error {
+		stores := h.newStoreRefs()
+		if spec.Serai != nil {
+			if err := stores.named(ctx, "serai.artifactStore.name", spec.Serai.ArtifactStore); err != nil {
+				return err
+			}
+		}
+		if err := semantic(translate.Input{Stores: stores.settings(), Models: []*smapi.CreateModelInput{&spec}}); err != nil {
+			return err
+		}
 		taken, err := nameTaken(ctx, h.cfg.Store, records.KindModel, in.ModelName, func(m *records.Model) string { return m.Name })
 		if err != nil {
 			return err
@@ -66,13 +79,28 @@ func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (
 		if taken {
 			return exists
 		}
-		return h.create(ctx, records.KindModel, in.ModelName, rec)
+		return h.create(ctx, records.KindModel, in.ModelName, rec, stores.touches()...)
 	})
 	if err != nil {
 		return nil, err
 	}
 	h.log.Info("model created", "model", in.ModelName)
 	return &smapi.CreateModelOutput{ModelArn: arn}, nil
+}
+
+// artifactURL applies the server's policy on artifact URL schemes, beyond
+// the spec's syntax: file:// only where the operator allows it (such a URL
+// names a file on the Nomad client, the fetch task's own secrets
+// included), and a store only for s3:// (a store's keys serve to read
+// its objects and nothing else).
+func (f *fieldErrors) artifactURL(url string, x *smapi.ModelExtension, allowFile bool) {
+	const path = "primaryContainer.modelDataUrl"
+	switch {
+	case strings.HasPrefix(strings.ToLower(url), "file:") && !allowFile:
+		f.bad(path, url, "Member must not be a file:// URL: this server refuses them (serai server --allow-file-artifacts allows them; serai dev does)")
+	case url != "" && !strings.HasPrefix(url, "s3://") && x != nil && x.ArtifactStore != nil:
+		f.bad("serai.artifactStore", x.ArtifactStore.Name, "Member must be absent unless modelDataUrl is an s3:// URL: a store's keys are for reading its objects")
+	}
 }
 
 func (h *Handler) describeModel(ctx context.Context, in *smapi.DescribeModelInput) (*smapi.DescribeModelOutput, error) {

@@ -261,7 +261,11 @@ func (c *Client) once(ctx context.Context, op string, body []byte, out any) erro
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-Amz-Target", targetPrefix+op)
+	target := targetPrefix + op
+	if operatorOps[op] {
+		target = smapi.OperatorTargetPrefix + op
+	}
+	req.Header.Set("X-Amz-Target", target)
 	req.Header.Set("Content-Type", contentType)
 	if c.signer != nil {
 		creds, err := c.cfg.Credentials.Retrieve(ctx)

@@ -88,3 +88,29 @@ func (c *Client) ListTags(ctx context.Context, in *smapi.ListTagsInput) (*smapi.
 func (c *Client) DeleteTags(ctx context.Context, in *smapi.DeleteTagsInput) error {
 	return c.Call(ctx, "DeleteTags", in, nil, false)
 }
+
+// serai's operator operations (X-Amz-Target: Serai.<Operation>).
+
+// operatorOps are the operations sent under smapi.OperatorTargetPrefix.
+var operatorOps = map[string]bool{
+	"PutArtifactStore": true, "DescribeArtifactStore": true, "ListArtifactStores": true, "DeleteArtifactStore": true,
+}
+
+func (c *Client) PutArtifactStore(ctx context.Context, in *smapi.PutArtifactStoreInput) (*smapi.PutArtifactStoreOutput, error) {
+	var out smapi.PutArtifactStoreOutput
+	return &out, c.Call(ctx, "PutArtifactStore", in, &out, false)
+}
+
+func (c *Client) DescribeArtifactStore(ctx context.Context, in *smapi.DescribeArtifactStoreInput) (*smapi.DescribeArtifactStoreOutput, error) {
+	var out smapi.DescribeArtifactStoreOutput
+	return &out, c.Call(ctx, "DescribeArtifactStore", in, &out, true)
+}
+
+func (c *Client) ListArtifactStores(ctx context.Context, in *smapi.ListArtifactStoresInput) (*smapi.ListArtifactStoresOutput, error) {
+	var out smapi.ListArtifactStoresOutput
+	return &out, c.Call(ctx, "ListArtifactStores", in, &out, true)
+}
+
+func (c *Client) DeleteArtifactStore(ctx context.Context, in *smapi.DeleteArtifactStoreInput) error {
+	return c.Call(ctx, "DeleteArtifactStore", in, nil, false)
+}

@@ -10,6 +10,10 @@
 // are all harmless. The routing table is derived from the record alone, so
 // no generation takes traffic without the record saying so.
 //
+// Artifact store settings and Vault paths come from the operator's store
+// records (serai/stores/<name>), read when a generation is compiled and a
+// model's Vault policy written; a model record names its store only.
+//
 // It talks to the cluster only through the small interfaces in
 // interfaces.go (Nomad, Instances, Routes, Vault, Metrics); the real
 // adapters live in server/cluster. It must not serve the API, hold the

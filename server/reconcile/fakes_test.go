@@ -53,6 +53,8 @@ type fakeCluster struct {
 	passing map[GV]int
 	routes  map[string]*contract.Routes
 	vault   map[string][]string // model -> endpoints
+	creds   map[string]policies.StoreCredentials
+	lastJob *nomadapi.Job
 	samples map[int]map[string]records.MetricSample
 	// errorRate, when set for a generation, makes every Sample call add
 	// 100 invocations times the generation's share of traffic, that
@@ -71,6 +73,7 @@ func newFakeCluster() *fakeCluster {
 		passing:   map[GV]int{},
 		routes:    map[string]*contract.Routes{},
 		vault:     map[string][]string{},
+		creds:     map[string]policies.StoreCredentials{},
 		samples:   map[int]map[string]records.MetricSample{},
 		failJobs:  map[string]string{},
 		autoUp:    true,
@@ -84,6 +87,7 @@ func (c *fakeCluster) Register(_ context.Context, job *nomadapi.Job) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastJob = job
 	j := &fakeJob{groups: map[string]int{}, running: true}
 	if prev, ok := c.jobs[*job.ID]; ok && prev.running {
 		j.groups = prev.groups // PreserveCounts
@@ -211,13 +215,14 @@ func (c *fakeCluster) Delete(_ context.Context, endpoint string) error {
 	return nil
 }
 
-func (c *fakeCluster) EnsureModel(_ context.Context, model string, _ policies.StoreCredentials, endpoints []string) error {
+func (c *fakeCluster) EnsureModel(_ context.Context, model string, creds policies.StoreCredentials, endpoints []string) error {
 	if err := c.hit("vault ensure"); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.vault[model] = append([]string(nil), endpoints...)
+	c.creds[model] = creds
 	return nil
 }
 

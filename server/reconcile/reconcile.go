@@ -767,6 +767,25 @@ func (r *Reconciler) compile(ctx context.Context, endpoint string, gen int, conf
 		in.Models = append(in.Models, &m.Spec)
 	}
 	in.Endpoints = []*smapi.CreateEndpointInput{{EndpointName: endpoint, EndpointConfigName: configName, DeploymentConfig: dep}}
+	// Store settings and Vault paths come from the operator's records as
+	// they are now: a store the operator changed applies from the next
+	// generation on.
+	names := map[string]bool{}
+	for _, m := range models {
+		if x := m.Spec.Serai; x != nil && x.ArtifactStore != nil {
+			names[x.ArtifactStore.Name] = true
+		}
+	}
+	if x := cfg.Spec.Serai; x != nil && x.DataCaptureStore != nil {
+		names[x.DataCaptureStore.Name] = true
+	}
+	for _, n := range sortedSet(names) {
+		st, err := r.store(ctx, n)
+		if err != nil {
+			return nil, nil, err
+		}
+		in.Stores = append(in.Stores, &st.Settings)
+	}
 	spec, err := translate.ToSpec(in)
 	if err != nil {
 		return nil, nil, err
@@ -789,7 +808,10 @@ func (r *Reconciler) ensureVault(ctx context.Context, endpoint string, models []
 		return err
 	}
 	for _, m := range models {
-		creds, ok := storeCredentials(m)
+		creds, ok, err := r.storeCredentials(ctx, m)
+		if err != nil {
+			return err
+		}
 		if !ok {
 			continue
 		}
@@ -825,12 +847,22 @@ func (r *Reconciler) refreshVaultFor(ctx context.Context, endpoint string) error
 		return err
 	}
 	for _, m := range models {
-		creds, ok := storeCredentials(m)
-		if !ok {
+		if !readsStore(m) {
 			continue
 		}
 		eps := users[m.Name]
 		if len(eps) == 0 {
+			if err := r.cfg.Vault.RemoveModel(ctx, m.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		creds, _, err := r.storeCredentials(ctx, m)
+		if err != nil {
+			// No store record to scope the policy by (a record from before
+			// stores were records, say): fail closed, so the model reads
+			// nothing, and let the other models' roles be refreshed.
+			r.log.Warn("model's Vault access removed: its artifact store has no operator record", "model", m.Name, "error", err)
 			if err := r.cfg.Vault.RemoveModel(ctx, m.Name); err != nil {
 				return err
 			}
@@ -885,16 +917,58 @@ func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[str
 	return out, nil
 }
 
-func storeCredentials(m *records.Model) (policies.StoreCredentials, bool) {
-	if m.Spec.Serai == nil || m.Spec.Serai.ArtifactStore == nil {
-		return policies.StoreCredentials{}, false
+// storeCredentials is where Vault keeps the keys of the model's store,
+// read from the operator's store record: the model record holds the
+// store's name only, so no model field chooses the path its policy
+// grants. ok is false for a model without a store.
+func (r *Reconciler) storeCredentials(ctx context.Context, m *records.Model) (policies.StoreCredentials, bool, error) {
+	if !readsStore(m) {
+		return policies.StoreCredentials{}, false, nil
 	}
-	st := m.Spec.Serai.ArtifactStore
+	st, err := r.store(ctx, m.Spec.Serai.ArtifactStore.Name)
+	if err != nil {
+		return policies.StoreCredentials{}, false, fmt.Errorf("model %q: %w", m.Name, err)
+	}
 	c := policies.StoreCredentials{Store: st.Name}
-	if v := st.Vault; v != nil {
+	if v := st.Settings.Vault; v != nil {
 		c.KVMount, c.KVPath, c.AWSMount, c.AWSRole = v.KVMount, v.KVPath, v.AWSMount, v.AWSRole
 	}
-	return c, true
+	return c, true, nil
+}
+
+// readsStore: the model's artifact is read through a store, as the
+// compiler decides it (s3:// with a store named).
+func readsStore(m *records.Model) bool {
+	x := m.Spec.Serai
+	return x != nil && x.ArtifactStore != nil && strings.HasPrefix(modelURL(m), "s3://")
+}
+
+func modelURL(m *records.Model) string {
+	if c := m.Spec.PrimaryContainer; c != nil {
+		return c.ModelDataUrl
+	}
+	return ""
+}
+
+// store reads an operator store record.
+func (r *Reconciler) store(ctx context.Context, name string) (*records.ArtifactStore, error) {
+	var st records.ArtifactStore
+	if _, err := r.cfg.Store.Get(ctx, records.KindStore, name, &st); err != nil {
+		if errors.Is(err, records.ErrNotFound) {
+			return nil, fmt.Errorf("artifact store %q has no operator record (serai store put)", name)
+		}
+		return nil, fmt.Errorf("artifact store %q: %w", name, err)
+	}
+	return &st, nil
+}
+
+func sortedSet(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func contains(list []string, s string) bool {

@@ -34,6 +34,8 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, store: records.Store{KV: records.NewMemKV()}, c: newFakeCluster(), clk: &clock{t: time.Unix(1_800_000_000, 0)}}
 	e.r = e.newReconciler()
 	ctx := context.Background()
+	must(t, e.store.Put(ctx, records.KindStore, "minio", &records.ArtifactStore{Name: "minio",
+		Settings: smapi.ArtifactStore{Name: "minio", Endpoint: "http://127.0.0.1:9000", PathStyle: true, Vault: &smapi.StoreVault{KVPath: "stores/minio"}}}, 0))
 	store := &smapi.ArtifactStore{Name: "minio"}
 	for _, m := range []string{"m1", "m2", "m3"} {
 		rec := records.Model{Name: m, Spec: smapi.CreateModelInput{ModelName: m,
@@ -534,4 +536,64 @@ func (r *raceKV) CAS(ctx context.Context, key string, v []byte, idx uint64) erro
 		f()
 	}
 	return r.KV.CAS(ctx, key, v, idx)
+}
+
+// The model record names its store; the job's store settings and the
+// Vault policy's path come from the operator's store record, even when a
+// model record (written before stores were records, or by hand) carries
+// other settings inline; a change to the store record applies to the
+// next generation.
+func TestStoreSettingsComeFromTheRecord(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var m records.Model
+	idx, err := e.store.Get(ctx, records.KindModel, "m1", &m)
+	must(t, err)
+	m.Spec.Serai.ArtifactStore = &smapi.ArtifactStore{Name: "minio", Endpoint: "http://evil.test", Vault: &smapi.StoreVault{KVPath: "stores/other-team"}}
+	must(t, e.store.Put(ctx, records.KindModel, "m1", &m, idx))
+	e.create("ep", "c1")
+	e.drive("ep", 10, inService)
+	if got := e.c.creds["m1"]; got.KVPath != "stores/minio" || got.Store != "minio" {
+		t.Fatalf("vault policy for %+v, want the record's path", got)
+	}
+	job := e.c.lastJob
+	fetch := job.TaskGroups[0].Tasks[0]
+	if fetch.Env["SERAI_STORE_ENDPOINT"] != "http://127.0.0.1:9000" || !strings.Contains(*fetch.Templates[0].EmbeddedTmpl, `"secret/data/stores/minio"`) {
+		t.Fatalf("fetch task env %v template %s", fetch.Env, *fetch.Templates[0].EmbeddedTmpl)
+	}
+	// The operator moves the store's keys: the next generation reads there.
+	var st records.ArtifactStore
+	idx, err = e.store.Get(ctx, records.KindStore, "minio", &st)
+	must(t, err)
+	st.Settings.Vault.KVPath = "stores/minio-rotated"
+	must(t, e.store.Put(ctx, records.KindStore, "minio", &st, idx))
+	e.update("ep", "c1", nil, nil)
+	e.drive("ep", 20, inService)
+	if got := e.c.creds["m1"]; got.KVPath != "stores/minio-rotated" {
+		t.Fatalf("after the store changed: %+v", got)
+	}
+}
+
+// A model whose store has no operator record (a record from before stores
+// were records) neither blocks another endpoint's delete nor keeps its
+// Vault access: it fails closed.
+func TestMissingStoreRecordFailsClosed(t *testing.T) {
+	e := newEnv(t)
+	e.create("ep", "c1")
+	e.drive("ep", 10, inService)
+	e.create("ep2", "c2")
+	e.drive("ep2", 10, inService)
+	if len(e.c.vault["m1"]) != 1 || len(e.c.vault["m2"]) != 1 {
+		t.Fatalf("vault before: %v", e.c.vault)
+	}
+	ctx := context.Background()
+	var st records.ArtifactStore
+	idx, err := e.store.Get(ctx, records.KindStore, "minio", &st)
+	must(t, err)
+	must(t, e.store.KV.DeleteCAS(ctx, records.KindStore.Key("minio"), idx))
+	e.op("ep2", &records.Operation{Kind: records.OpDelete}, smapi.StatusDeleting)
+	e.drive("ep2", 20, func(ep *records.Endpoint) bool { return ep == nil })
+	if _, ok := e.c.vault["m1"]; ok {
+		t.Errorf("model m1 kept Vault access without a store record: %v", e.c.vault)
+	}
 }

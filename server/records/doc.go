@@ -1,7 +1,7 @@
 // Package records owns the control plane's state: the model, endpoint
-// config and endpoint records kept in Consul KV under serai/ (layout in
-// package contract), their JSON form, and the check-and-set store they
-// are read and written through.
+// config, endpoint and (operator-owned) artifact store records kept in
+// Consul KV under serai/ (layout in package contract), their JSON form,
+// and the check-and-set store they are read and written through.
 //
 // Every write is check-and-set on the key's ModifyIndex, so two writers
 // (API servers taking requests, the one reconciling leader) never lose each

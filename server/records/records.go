@@ -14,6 +14,35 @@ type Model struct {
 	CreationTime time.Time              `json:"creation_time"`
 	Spec         smapi.CreateModelInput `json:"spec"` // Spec.Tags is always empty: see Tags
 	Tags         []smapi.Tag            `json:"tags,omitempty"`
+	// Principal is the access key ID that created the model ("" when
+	// the server runs without authentication), for audit.
+	Principal string `json:"principal,omitempty"`
+}
+
+// ArtifactStore is an operator-owned artifact store: its non-secret
+// settings, where Vault keeps its keys, and who may name it. Models and
+// data capture refer to a store by name only; the reconciler reads this
+// record when it compiles a generation and writes the model's Vault
+// policy, so a model can reach no credential path but its store's.
+type ArtifactStore struct {
+	Name         string    `json:"name"`
+	CreationTime time.Time `json:"creation_time"`
+	// Settings is the store as the operator defined it (Name repeated).
+	Settings smapi.ArtifactStore `json:"settings"`
+	// AllowedPrincipals are the SigV4 access key IDs whose requests may
+	// name the store ("*": any authenticated caller). Operators may always
+	// name it.
+	AllowedPrincipals []string `json:"allowed_principals,omitempty"`
+}
+
+// Allows reports whether principal may name the store.
+func (s *ArtifactStore) Allows(principal string) bool {
+	for _, p := range s.AllowedPrincipals {
+		if p == "*" || (principal != "" && p == principal) {
+			return true
+		}
+	}
+	return false
 }
 
 // EndpointConfig is a CreateEndpointConfig request as accepted. Immutable

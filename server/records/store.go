@@ -52,6 +52,7 @@ const (
 	KindModel          Kind = contract.ModelsPrefix
 	KindEndpointConfig Kind = contract.EndpointConfigsPrefix
 	KindEndpoint       Kind = contract.EndpointsPrefix
+	KindStore          Kind = contract.StoresPrefix
 )
 
 // Key is the KV key of a record.

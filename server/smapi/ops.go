@@ -157,6 +157,9 @@ const (
 	ErrIncompleteSignature = "IncompleteSignatureException"
 	ErrUnrecognizedClient  = "UnrecognizedClientException"
 	ErrInvalidSignature    = "InvalidSignatureException"
+	// ErrAccessDenied: an authenticated caller asked for an operation or
+	// a resource its key does not allow (an operator operation, say).
+	ErrAccessDenied = "AccessDeniedException"
 )
 
 // Error is the body of every error answer.

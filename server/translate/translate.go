@@ -19,18 +19,27 @@ import (
 )
 
 // Requests are the API calls that create a spec's objects, each kind in
-// name order (dependency order is models, configs, endpoints).
+// name order (dependency order is stores, models, configs, endpoints).
 type Requests struct {
+	// Stores are operator operations (Serai.PutArtifactStore): a caller
+	// without an operator key cannot make them, and models only name
+	// stores.
+	Stores          []smapi.PutArtifactStoreInput
 	Models          []smapi.CreateModelInput
 	EndpointConfigs []smapi.CreateEndpointConfigInput
 	Endpoints       []smapi.CreateEndpointInput
 }
 
 // FromSpec translates a validated spec into API requests. Artifact stores
-// have no API object: each model (and data capture) carries its store's
-// definition inline in the extension.
+// are operator-owned records: each artifact_store block becomes a
+// PutArtifactStore request, and models and data capture carry only the
+// store's name.
 func FromSpec(s *jobspec.Spec) Requests {
 	var r Requests
+	for _, n := range jobspec.SortedNames(s.ArtifactStores) {
+		st := s.ArtifactStores[n]
+		r.Stores = append(r.Stores, smapi.PutArtifactStoreInput{ArtifactStore: *Store(st), AllowedPrincipals: append([]string(nil), st.AllowedPrincipals...)})
+	}
 	for _, n := range jobspec.SortedNames(s.Models) {
 		r.Models = append(r.Models, Model(s, s.Models[n]))
 	}
@@ -64,8 +73,8 @@ func Model(s *jobspec.Spec, m *jobspec.Model) smapi.CreateModelInput {
 	if len(ext.Args) == 0 {
 		ext.Args = nil
 	}
-	if st, ok := s.ArtifactStores[m.ArtifactStore]; ok {
-		ext.ArtifactStore = store(st)
+	if m.ArtifactStore != "" {
+		ext.ArtifactStore = &smapi.ArtifactStore{Name: m.ArtifactStore}
 	}
 	if !reflect.ValueOf(*ext).IsZero() {
 		in.Serai = ext
@@ -73,7 +82,9 @@ func Model(s *jobspec.Spec, m *jobspec.Model) smapi.CreateModelInput {
 	return in
 }
 
-func store(st *jobspec.ArtifactStore) *smapi.ArtifactStore {
+// Store translates an artifact_store block into the operator record's
+// settings.
+func Store(st *jobspec.ArtifactStore) *smapi.ArtifactStore {
 	out := &smapi.ArtifactStore{Name: st.Name, Endpoint: st.Endpoint, Region: st.Region, PathStyle: st.PathStyle}
 	if v := st.Vault; v != nil {
 		out.Vault = &smapi.StoreVault{KVMount: v.KVMount, KVPath: v.KVPath, AWSMount: v.AWSMount, AWSRole: v.AWSRole}
@@ -104,8 +115,8 @@ func EndpointConfig(s *jobspec.Spec, c *jobspec.EndpointConfig) smapi.CreateEndp
 			out.CaptureOptions = append(out.CaptureOptions, smapi.CaptureOption{CaptureMode: captureMode[m]})
 		}
 		in.DataCaptureConfig = out
-		if st, ok := s.ArtifactStores[dc.ArtifactStore]; ok {
-			ext.DataCaptureStore = store(st)
+		if dc.ArtifactStore != "" {
+			ext.DataCaptureStore = &smapi.ArtifactStore{Name: dc.ArtifactStore}
 		}
 	}
 	if !reflect.ValueOf(*ext).IsZero() {
@@ -205,17 +216,24 @@ func seconds(s string) int {
 	return int(math.Ceil(d.Seconds()))
 }
 
-// Input is what ToSpec reads: accepted requests, by name.
+// Input is what ToSpec reads: accepted requests, by name, and the
+// operator's artifact store records they may name.
 type Input struct {
+	// Stores are the operator-owned stores (their records' settings).
+	// A model or data capture names a store; its definition comes from
+	// here alone, whatever else the request's store member holds.
+	Stores          []*smapi.ArtifactStore
 	Models          []*smapi.CreateModelInput
 	EndpointConfigs []*smapi.CreateEndpointConfigInput
 	Endpoints       []*smapi.CreateEndpointInput
 }
 
 // ToSpec translates API requests into a jobspec.Spec for validation and
-// compilation. Inline artifact stores become the spec's stores; two
-// different definitions under one store name are an error (a spec could
-// not express them). It does not validate: call jobspec.Validate.
+// compilation. The spec's stores are in.Stores: a model's or data
+// capture's store member contributes its name only, so no request field
+// can choose a store's endpoint or Vault path. A store named but absent
+// from in.Stores is left for jobspec.Validate to report. It does not
+// validate: call jobspec.Validate.
 func ToSpec(in Input) (*jobspec.Spec, error) {
 	s := &jobspec.Spec{
 		ArtifactStores:  map[string]*jobspec.ArtifactStore{},
@@ -223,22 +241,20 @@ func ToSpec(in Input) (*jobspec.Spec, error) {
 		EndpointConfigs: map[string]*jobspec.EndpointConfig{},
 		Endpoints:       map[string]*jobspec.Endpoint{},
 	}
-	addStore := func(st *smapi.ArtifactStore, owner string) (string, error) {
+	for _, st := range in.Stores {
 		if st == nil {
-			return "", nil
+			continue
 		}
-		js := &jobspec.ArtifactStore{Name: st.Name, Endpoint: st.Endpoint, Region: st.Region, PathStyle: st.PathStyle}
-		if v := st.Vault; v != nil {
-			js.Vault = &jobspec.StoreVault{KVMount: v.KVMount, KVPath: v.KVPath, AWSMount: v.AWSMount, AWSRole: v.AWSRole}
+		if _, ok := s.ArtifactStores[st.Name]; ok {
+			return nil, fmt.Errorf("artifact store %q is given twice", st.Name)
 		}
-		if prev, ok := s.ArtifactStores[st.Name]; ok {
-			if !reflect.DeepEqual(prev, js) {
-				return "", fmt.Errorf("%s: artifact store %q is defined differently elsewhere; one name, one store", owner, st.Name)
-			}
-			return st.Name, nil
+		s.ArtifactStores[st.Name] = ToStore(st)
+	}
+	storeName := func(st *smapi.ArtifactStore) string {
+		if st == nil {
+			return ""
 		}
-		s.ArtifactStores[st.Name] = js
-		return st.Name, nil
+		return st.Name
 	}
 	for _, m := range in.Models {
 		jm := &jobspec.Model{Name: m.ModelName}
@@ -246,11 +262,7 @@ func ToSpec(in Input) (*jobspec.Spec, error) {
 			jm.Image, jm.Artifact, jm.Environment = c.Image, c.ModelDataUrl, cloneMap(c.Environment)
 		}
 		if x := m.Serai; x != nil {
-			name, err := addStore(x.ArtifactStore, fmt.Sprintf("model %q", m.ModelName))
-			if err != nil {
-				return nil, err
-			}
-			jm.ArtifactStore = name
+			jm.ArtifactStore = storeName(x.ArtifactStore)
 			jm.SHA256, jm.Command, jm.Driver = x.ModelDataSha256, x.Command, x.Driver
 			jm.Args = append([]string(nil), x.Args...)
 			if len(jm.Args) == 0 {
@@ -286,11 +298,7 @@ func ToSpec(in Input) (*jobspec.Spec, error) {
 				jd.Capture = append(jd.Capture, mode)
 			}
 			if c.Serai != nil {
-				name, err := addStore(c.Serai.DataCaptureStore, fmt.Sprintf("endpoint config %q data capture", c.EndpointConfigName))
-				if err != nil {
-					return nil, err
-				}
-				jd.ArtifactStore = name
+				jd.ArtifactStore = storeName(c.Serai.DataCaptureStore)
 			}
 			jc.DataCapture = jd
 		}
@@ -302,6 +310,16 @@ func ToSpec(in Input) (*jobspec.Spec, error) {
 		s.Endpoints[e.EndpointName] = je
 	}
 	return s, nil
+}
+
+// ToStore translates an operator store record's settings into the
+// spec's artifact_store.
+func ToStore(st *smapi.ArtifactStore) *jobspec.ArtifactStore {
+	js := &jobspec.ArtifactStore{Name: st.Name, Endpoint: st.Endpoint, Region: st.Region, PathStyle: st.PathStyle}
+	if v := st.Vault; v != nil {
+		js.Vault = &jobspec.StoreVault{KVMount: v.KVMount, KVPath: v.KVPath, AWSMount: v.AWSMount, AWSRole: v.AWSRole}
+	}
+	return js
 }
 
 func toVariant(v smapi.ProductionVariant, shadow bool) *jobspec.Variant {

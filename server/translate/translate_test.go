@@ -39,6 +39,9 @@ func examples(t *testing.T) []string {
 
 func input(r Requests) Input {
 	var in Input
+	for i := range r.Stores {
+		in.Stores = append(in.Stores, &r.Stores[i].ArtifactStore)
+	}
 	for i := range r.Models {
 		in.Models = append(in.Models, &r.Models[i])
 	}
@@ -126,11 +129,28 @@ func TestRequestsGolden(t *testing.T) {
 	}
 }
 
-func TestConflictingStores(t *testing.T) {
-	a := &smapi.CreateModelInput{ModelName: "a", Serai: &smapi.ModelExtension{ArtifactStore: &smapi.ArtifactStore{Name: "s", Endpoint: "http://one"}}}
-	b := &smapi.CreateModelInput{ModelName: "b", Serai: &smapi.ModelExtension{ArtifactStore: &smapi.ArtifactStore{Name: "s", Endpoint: "http://two"}}}
-	if _, err := ToSpec(Input{Models: []*smapi.CreateModelInput{a, b}}); err == nil || !strings.Contains(err.Error(), `"s"`) {
-		t.Errorf("want a conflict naming the store, got %v", err)
+// A model's store member contributes its name only: whatever endpoint or
+// Vault path a request puts there, the compiled spec holds the operator
+// record's (the API refuses such members anyway; this is the second wall).
+func TestStoreComesFromTheRecordOnly(t *testing.T) {
+	rec := &smapi.ArtifactStore{Name: "s", Endpoint: "http://one", Vault: &smapi.StoreVault{KVPath: "stores/s"}}
+	m := &smapi.CreateModelInput{ModelName: "a", PrimaryContainer: &smapi.ContainerDefinition{Image: "x", ModelDataUrl: "s3://b/k"},
+		Serai: &smapi.ModelExtension{ArtifactStore: &smapi.ArtifactStore{Name: "s", Endpoint: "http://evil", Vault: &smapi.StoreVault{KVPath: "stores/other"}}}}
+	s, err := ToSpec(Input{Stores: []*smapi.ArtifactStore{rec}, Models: []*smapi.CreateModelInput{m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.ArtifactStores["s"]
+	if got.Endpoint != "http://one" || got.CredentialPath() != "secret/data/stores/s" {
+		t.Errorf("store = %+v (%s), want the record's", got, got.CredentialPath())
+	}
+	// A store the records do not hold is unknown, whatever the request says.
+	s, err = ToSpec(Input{Models: []*smapi.CreateModelInput{m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diags := jobspec.Validate(s); !diags.HasErrors() || !strings.Contains(diags.Error(), `artifact_store "s"`) {
+		t.Errorf("want an unknown store, got %v", diags)
 	}
 }
 
