@@ -362,7 +362,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
 	if signed != nil {
-		ctx = withPrincipal(ctx, signed.auth.AccessKeyID)
+		ctx = withPrincipal(ctx, signed.AccessKeyID)
 	}
 	out, err := h.run(ctx, fn, body)
 	if err != nil {
