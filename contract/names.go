@@ -11,6 +11,11 @@ import (
 // RouterServiceName is the Consul service every router registers as.
 const RouterServiceName = "serai-router"
 
+// RouterMetaScheme is the service meta key of a router's registration that
+// says how to reach it: "https" when it serves TLS, "http" otherwise.
+// Clients and the control plane's metric scraping read it.
+const RouterMetaScheme = "scheme"
+
 // ServicePrefix starts every endpoint's Consul service name.
 const ServicePrefix = "serai-"
 

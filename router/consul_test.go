@@ -19,6 +19,8 @@ import (
 
 	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
+	"github.com/seraihq/serai/internal/tlsreload"
+	"github.com/seraihq/serai/internal/tlsreload/tlstest"
 )
 
 // The bound for a Consul change to reach the routing table.
@@ -609,4 +611,83 @@ func TestSharedHealthFetchFailureIsRetried(t *testing.T) {
 	waitFor(t, 5*time.Second, "back in sync", func() bool { return e.rt.InSync() })
 	resp, body := e.invoke("demo", []byte("x"))
 	mustStatus(t, resp, body, 200)
+}
+
+// TestServeRegistersHTTPS: a router serving TLS registers with service
+// meta scheme=https and an HTTPS check that Consul verifies (server name
+// from the certificate, no TLSSkipVerify), which passes with an agent that
+// trusts the router's CA; after a reload to a certificate from a CA the
+// agent does not trust (an impostor's), the check fails.
+func TestServeRegistersHTTPS(t *testing.T) {
+	ca, impostor := tlstest.NewCA(t, "router CA"), tlstest.NewCA(t, "impostor CA")
+	agent := testagents.StartConsulWith(t, testagents.ConsulOptions{CheckCAFile: ca.File})
+	if agent.Reused {
+		t.Skip("needs its own Consul agent trusting the test CA; unset CONSUL_HTTP_ADDR")
+	}
+	c := agent.Client
+	certFile, keyFile := tlstest.Pair(t)
+	ca.Write(t, certFile, keyFile, tlstest.Leaf{CommonName: "router", Hosts: []string{"router.test", "127.0.0.1"}})
+	cert, err := tlsreload.Load(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	cfg := ServerConfig{Listener: ln, TLS: cert, Consul: c, Register: true, Logger: testLogger(t), ShutdownTimeout: 5 * time.Second}
+	go func() { served <- Serve(ctx, rt, nil, cfg) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	reg, err := newRegistration(cfg, ln.Addr(), "https")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck := reg.svc.Check; ck.TLSServerName != "127.0.0.1" || ck.TLSSkipVerify || !strings.HasPrefix(ck.HTTP, "https://") {
+		t.Fatalf("check %s server name %q skip verify %v", ck.HTTP, ck.TLSServerName, ck.TLSSkipVerify)
+	}
+	status := func() string {
+		entries, _, err := c.Health().Service(RouterServiceName, "", false, nil)
+		if err != nil || len(entries) != 1 {
+			return ""
+		}
+		if s := entries[0].Service.Meta[contract.RouterMetaScheme]; s != "https" {
+			t.Fatalf("service meta %s = %q, want https", contract.RouterMetaScheme, s)
+		}
+		return entries[0].Checks.AggregatedStatus()
+	}
+	// Registered passing; wait for a check run that verified the
+	// certificate (its output names the status code). The agent's own
+	// view: the catalog gets output-only changes minutes later.
+	waitFor(t, 20*time.Second, "the HTTPS check to pass after a run", func() bool {
+		checks, _ := c.Agent().Checks()
+		for _, ck := range checks {
+			if ck.ServiceName == RouterServiceName {
+				return ck.Status == consulapi.HealthPassing && strings.Contains(ck.Output, "200")
+			}
+		}
+		return false
+	})
+	if s := status(); s != consulapi.HealthPassing {
+		t.Fatalf("status %q", s)
+	}
+
+	impostor.Write(t, certFile, keyFile, tlstest.Leaf{CommonName: "impostor", Hosts: []string{"127.0.0.1"}})
+	if err := cert.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the HTTPS check to fail on an untrusted certificate", func() bool {
+		return status() == consulapi.HealthCritical
+	})
 }

@@ -17,9 +17,11 @@
 // costs about three allocations per request (context.AfterFunc, which lets
 // a client hang-up abort the model call).
 //
-// Plain-HTTP requests of that shape are read and answered by the router's
-// own HTTP/1.1 serving loop (fastserve.go), which hands every connection
-// it does not serve, and all TLS, to net/http's server.
+// Requests of that shape are read and answered by the router's own
+// HTTP/1.1 serving loop (fastserve.go), which hands every connection it
+// does not serve to net/http's server. TLS is terminated at the listener
+// (HTTP/1.1 only, certificate reloadable: server.go), so HTTPS takes the
+// same loop.
 //
 // # Routing table
 //

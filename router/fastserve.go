@@ -26,8 +26,7 @@ import (
 // network a request over one TCP segment arrives in several reads), on
 // its own connection loop, with the same Router as handler. Every
 // connection that sends anything else goes to net/http, bytes already
-// read included, for the rest of its life: TLS and HTTP/2 (Serve never
-// puts the fast path in front of TLS), /ping and /metrics, chunked or
+// read included, for the rest of its life: HTTP/2, /ping and /metrics, chunked or
 // large bodies, a request whose rest takes longer than splitWait (a slow
 // client: net/http's header and body timeouts apply from there), Expect,
 // Connection and Upgrade headers,
@@ -35,6 +34,9 @@ import (
 // subset of what net/http's server takes and reads it the same way
 // (FuzzFastParseAgainstNetHTTP); the ResponseWriter answers as net/http's
 // does (TestFastResponseMatchesNetHTTP); every router test runs through it.
+// With TLS, Serve terminates it at the listener: the connection is a
+// *tls.Conn whose handshake runs at the first read, under the idle
+// deadline, and what the loop and net/http read is the decrypted stream.
 //
 // Per connection two goroutines live as long as the connection: the reader
 // parses a request, hands it to the handler goroutine and goes straight

@@ -14,6 +14,9 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/seraihq/serai/contract"
+	"github.com/seraihq/serai/internal/tlsreload"
 )
 
 // ServerConfig configures Serve.
@@ -22,8 +25,9 @@ type ServerConfig struct {
 	Listen   string
 	Listener net.Listener
 
-	// TLSCert and TLSKey are PEM files; both set means HTTPS.
-	TLSCert, TLSKey string
+	// TLS, when set, serves HTTPS with this certificate (HTTP/1.1 only;
+	// see Serve); its Reload takes effect for new connections.
+	TLS *tlsreload.Cert
 
 	// ShutdownTimeout bounds how long in-flight requests may take to
 	// finish after SIGTERM (default 30 s).
@@ -51,22 +55,28 @@ type ServerConfig struct {
 // shuts down gracefully: /ping turns 503, the Consul registration is
 // removed, the listener stops accepting, in-flight requests finish (up to
 // ShutdownTimeout), and discovery stops.
+//
+// With TLS, TLS is terminated at the listener, so HTTPS connections meet
+// the fast path (fastserve.go) exactly as plain ones do, and what it hands
+// to net/http is the decrypted stream. ALPN offers only HTTP/1.1: every
+// runtime operation the router serves works over HTTP/1.1 in every AWS
+// SDK (boto3, the AWS CLI and Java's sync client speak nothing else),
+// while clients that prefer HTTP/2 when offered (aws-sdk-go-v2 and
+// net/http's default transport) would otherwise all bypass the fast path;
+// the one runtime operation that needs HTTP/2,
+// InvokeEndpointWithBidirectionalStream, is not served.
 func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) error {
+	return serve(ctx, rt, disc, cfg, nil)
+}
+
+// serve is Serve; tests pass seeFast to read the fast path's counters.
+func serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig, seeFast func(*fastServer)) error {
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
-	}
-	useTLS := cfg.TLSCert != "" || cfg.TLSKey != ""
-	var tlsConf *tls.Config
-	if useTLS {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("loading TLS certificate: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	ln := cfg.Listener
 	if ln == nil {
@@ -76,7 +86,12 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 			return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 		}
 	}
-	srv := newHTTPServer(rt, tlsConf, log)
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+		ln = tls.NewListener(ln, cfg.TLS.ServerConfig("http/1.1"))
+	}
+	srv := newHTTPServer(rt, nil, log)
 
 	var wg sync.WaitGroup
 	discCtx, stopDisc := context.WithCancel(context.Background())
@@ -92,26 +107,20 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 		}()
 	}
 
-	// Plain HTTP goes through the fast path (fastserve.go), which hands
-	// what it does not serve to srv; TLS is all net/http's.
-	var cs connServer = srv
-	if tlsConf == nil {
-		cs = newFastServer(srv)
+	// Every connection goes through the fast path (fastserve.go), which
+	// hands what it does not serve to srv.
+	fs := newFastServer(srv)
+	if seeFast != nil {
+		seeFast(fs)
 	}
+	var cs connServer = fs
 	serveErr := make(chan error, 1)
-	go func() {
-		if tlsConf != nil {
-			// ServeTLS, unlike Serve on a TLS listener, also offers HTTP/2.
-			serveErr <- srv.ServeTLS(ln, "", "")
-			return
-		}
-		serveErr <- cs.Serve(ln)
-	}()
-	scheme := "http"
-	if useTLS {
-		scheme = "https"
+	go func() { serveErr <- cs.Serve(ln) }()
+	kv := []any{"address", ln.Addr().String(), "scheme", scheme}
+	if cfg.TLS != nil {
+		kv = append(kv, cfg.TLS.Describe()...)
 	}
-	log.Info("router listening", "address", ln.Addr().String(), "scheme", scheme)
+	log.Info("router listening", kv...)
 	if cfg.OnListening != nil {
 		cfg.OnListening(ln.Addr())
 	}
@@ -121,6 +130,9 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 	defer stopReg()
 	if cfg.Register && cfg.Consul != nil {
 		r, err := newRegistration(cfg, ln.Addr(), scheme)
+		if err == nil && r.svc.Check.TLSSkipVerify {
+			log.Warn("the TLS certificate names no host or address, so Consul's health check cannot verify it and skips verification", "check", r.svc.Check.HTTP)
+		}
 		if err != nil {
 			cs.Close()
 			stopDisc()
@@ -167,8 +179,8 @@ func Serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig) er
 	return err
 }
 
-// newHTTPServer is the net/http server Serve runs (alone for TLS, behind
-// the fast path for plain HTTP).
+// newHTTPServer is the net/http server Serve runs behind the fast path.
+// Serve terminates TLS at the listener and passes tlsConf nil.
 func newHTTPServer(h http.Handler, tlsConf *tls.Config, log hclog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -219,21 +231,31 @@ func newRegistration(cfg ServerConfig, bound net.Addr, scheme string) (*registra
 		}
 		id = RouterServiceName + "-" + strings.NewReplacer(":", "-", "[", "", "]", "").Replace(h) + "-" + portStr
 	}
+	check := &consulapi.AgentServiceCheck{
+		Name:                           "serai router /ping",
+		HTTP:                           scheme + "://" + net.JoinHostPort(checkHost, portStr) + "/ping",
+		Interval:                       "5s",
+		Timeout:                        "2s",
+		Status:                         consulapi.HealthPassing,
+		DeregisterCriticalServiceAfter: "1m",
+	}
+	if cfg.TLS != nil {
+		// Consul verifies the check's certificate against TLSServerName
+		// (its own node name when unset, which no router certificate
+		// holds), with the CAs of its agent (tls.defaults.ca_file with
+		// enable_agent_tls_for_checks) or the system's roots: agents must
+		// trust the router's CA, or the check fails. Verification is
+		// skipped only for a certificate that names nothing to verify.
+		check.TLSServerName, _ = cfg.TLS.ServerName(checkHost)
+		check.TLSSkipVerify = check.TLSServerName == ""
+	}
 	return &registration{svc: &consulapi.AgentServiceRegistration{
 		ID:      id,
 		Name:    RouterServiceName,
 		Address: host,
 		Port:    port,
-		Meta:    map[string]string{"scheme": scheme},
-		Check: &consulapi.AgentServiceCheck{
-			Name:                           "serai router /ping",
-			HTTP:                           scheme + "://" + net.JoinHostPort(checkHost, portStr) + "/ping",
-			Interval:                       "5s",
-			Timeout:                        "2s",
-			TLSSkipVerify:                  scheme == "https",
-			Status:                         consulapi.HealthPassing,
-			DeregisterCriticalServiceAfter: "1m",
-		},
+		Meta:    map[string]string{contract.RouterMetaScheme: scheme},
+		Check:   check,
 	}}, nil
 }
 

@@ -2,61 +2,35 @@ package router
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/seraihq/serai/internal/tlsreload"
+	"github.com/seraihq/serai/internal/tlsreload/tlstest"
 )
 
-func writeSelfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "serai-router-test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile
-}
-
+// TestServeTLS serves HTTPS through Serve: an invocation takes the fast
+// path over TLS on HTTP/1.1 even from a client that would take HTTP/2,
+// what the fast path hands off (/ping) is served by net/http over the same
+// TLS, a plain-HTTP request to the TLS port gets no answer, and Reload
+// gives new connections the new certificate while the server runs.
 func TestServeTLS(t *testing.T) {
 	check := goroutineCheck(t)
 	t.Run("scenario", func(t *testing.T) {
 		m := model(t, "a", nil)
-		cert, key := writeSelfSigned(t)
+		ca := tlstest.NewCA(t, "router test CA")
+		certFile, keyFile := tlstest.Pair(t)
+		ca.Write(t, certFile, keyFile, tlstest.Leaf{CommonName: "first", Serial: 1})
+		cert, err := tlsreload.Load(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rt, err := New(Config{Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
@@ -66,12 +40,13 @@ func TestServeTLS(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		addrc := make(chan net.Addr, 1)
+		fsc := make(chan *fastServer, 1)
 		served := make(chan error, 1)
 		go func() {
-			served <- Serve(ctx, rt, nil, ServerConfig{
-				Listen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, Logger: testLogger(t),
+			served <- serve(ctx, rt, nil, ServerConfig{
+				Listen: "127.0.0.1:0", TLS: cert, Logger: testLogger(t),
 				OnListening: func(a net.Addr) { addrc <- a },
-			})
+			}, func(fs *fastServer) { fsc <- fs })
 		}()
 		var addr net.Addr
 		select {
@@ -79,7 +54,13 @@ func TestServeTLS(t *testing.T) {
 		case err := <-served:
 			t.Fatal(err)
 		}
-		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+		fs := <-fsc
+		ccfg, err := tlsreload.ClientConfig(ca.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ForceAttemptHTTP2, as aws-sdk-go-v2's transport sets it.
+		tr := &http.Transport{TLSClientConfig: ccfg, ForceAttemptHTTP2: true}
 		defer tr.CloseIdleConnections()
 		hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		resp, err := hc.Post("https://"+addr.String()+"/endpoints/demo/invocations", "text/plain", strings.NewReader("x"))
@@ -91,8 +72,41 @@ func TestServeTLS(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "a" || resp.Header.Get("X-Amzn-Invoked-Production-Variant") != "a" {
 			t.Fatalf("%s %q", resp.Status, b)
 		}
-		if resp.ProtoMajor != 2 {
-			t.Errorf("protocol %s, want HTTP/2 over TLS", resp.Proto)
+		if resp.ProtoMajor != 1 || resp.TLS == nil || resp.TLS.PeerCertificates[0].Subject.CommonName != "first" {
+			t.Errorf("protocol %s, TLS %v: want HTTP/1.1 over TLS with certificate \"first\"", resp.Proto, resp.TLS != nil)
+		}
+		if n := fs.served.Load(); n != 1 {
+			t.Errorf("the fast path served %d requests over TLS, want 1", n)
+		}
+
+		// /ping is net/http's, reached through the fast path's hand-off.
+		resp, err = hc.Get("https://" + addr.String() + "/ping")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || fs.handedOff.Load() != 1 {
+			t.Errorf("/ping over TLS: %s, handed off %d", resp.Status, fs.handedOff.Load())
+		}
+
+		plain := &http.Client{Timeout: 10 * time.Second}
+		if resp, err := plain.Post("http://"+addr.String()+"/endpoints/demo/invocations", "text/plain", strings.NewReader("x")); err == nil {
+			resp.Body.Close()
+			t.Errorf("plain HTTP to the TLS port answered %s", resp.Status)
+		}
+
+		ca.Write(t, certFile, keyFile, tlstest.Leaf{CommonName: "second", Serial: 2})
+		if err := cert.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		tr.CloseIdleConnections()
+		resp, err = hc.Post("https://"+addr.String()+"/endpoints/demo/invocations", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.TLS.PeerCertificates[0].Subject.CommonName; got != "second" || resp.StatusCode != 200 {
+			t.Errorf("after Reload: %s with certificate %q, want 200 with \"second\"", resp.Status, got)
 		}
 		tr.CloseIdleConnections()
 		cancel()
@@ -101,15 +115,6 @@ func TestServeTLS(t *testing.T) {
 		}
 	})
 	check()
-}
-
-func TestServeRefusesBadTLSFiles(t *testing.T) {
-	rt, _ := New(Config{})
-	defer rt.Close()
-	err := Serve(context.Background(), rt, nil, ServerConfig{Listen: "127.0.0.1:0", TLSCert: "/nonexistent", TLSKey: "/nonexistent"})
-	if err == nil || !strings.Contains(err.Error(), "TLS") {
-		t.Fatalf("got %v", err)
-	}
 }
 
 // TestUnsyncedRouterSaysUnavailable: before discovery has synced once (here

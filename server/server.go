@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/seraihq/serai/contract"
+	"github.com/seraihq/serai/internal/tlsreload"
 	"github.com/seraihq/serai/server/reconcile"
 )
 
@@ -33,6 +34,9 @@ const ServiceName = "serai-server"
 type Config struct {
 	// Listen is the API's address.
 	Listen string
+	// TLS, when set, serves the API over HTTPS (HTTP/1.1 and HTTP/2) with
+	// this certificate; its Reload takes effect for new connections.
+	TLS *tlsreload.Cert
 	// AdvertiseAddr is the host:port registered in Consul (default: the
 	// listen address).
 	AdvertiseAddr string
@@ -109,8 +113,21 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	mux.Handle("/", cfg.API)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("API listening", "addr", addr)
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+		srv.TLSConfig = cfg.TLS.ServerConfig()
+		// ServeTLS adds HTTP/2 to the offered protocols; the files come
+		// from TLSConfig.GetCertificate.
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	kv := []any{"addr", addr, "scheme", scheme}
+	if cfg.TLS != nil {
+		kv = append(kv, cfg.TLS.Describe()...)
+	}
+	log.Info("API listening", kv...)
 	if ready != nil {
 		ready(addr)
 	}
@@ -118,14 +135,14 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	checkID, err := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL)
+	checkID, err := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL, cfg.TLS)
 	if err != nil {
 		log.Warn("not registered in Consul; will not lead until it is", "error", err)
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		heartbeat(ctx, cfg.Consul, id, adv, cfg.AliveTTL, log)
+		heartbeat(ctx, cfg.Consul, id, adv, cfg.AliveTTL, cfg.TLS, log)
 	}()
 	wg.Add(1)
 	go func() {
@@ -152,19 +169,27 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 func checkIDFor(id string) string { return id + "-alive" }
 
 // register puts this server in Consul with a TTL check the heartbeat keeps
-// passing; the leader session depends on that check.
-func register(ctx context.Context, c *consulapi.Client, id, adv string, ttl time.Duration) (string, error) {
+// passing; the leader session depends on that check. With cert, the API
+// check is HTTPS, verified by the agent as the router's is
+// (router.newRegistration).
+func register(ctx context.Context, c *consulapi.Client, id, adv string, ttl time.Duration, cert *tlsreload.Cert) (string, error) {
 	host, portStr, err := net.SplitHostPort(adv)
 	if err != nil {
 		return "", err
 	}
 	port, _ := strconv.Atoi(portStr)
 	checkID := checkIDFor(id)
+	api := &consulapi.AgentServiceCheck{Name: "serai API", HTTP: "http://" + adv + "/ping", Interval: "5s", Timeout: "2s"}
+	if cert != nil {
+		api.HTTP = "https://" + adv + "/ping"
+		api.TLSServerName, _ = cert.ServerName(host)
+		api.TLSSkipVerify = api.TLSServerName == ""
+	}
 	reg := &consulapi.AgentServiceRegistration{
 		ID: id, Name: ServiceName, Address: host, Port: port,
 		Checks: consulapi.AgentServiceChecks{
 			{CheckID: checkID, Name: "serai server alive", TTL: ttl.String(), DeregisterCriticalServiceAfter: "5m"},
-			{Name: "serai API", HTTP: "http://" + adv + "/ping", Interval: "5s", Timeout: "2s"},
+			api,
 		},
 	}
 	if err := c.Agent().ServiceRegisterOpts(reg, consulapi.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
@@ -178,7 +203,7 @@ func register(ctx context.Context, c *consulapi.Client, id, adv string, ttl time
 
 // heartbeat keeps the alive check passing, re-registering when the agent
 // forgot the service (an agent restart).
-func heartbeat(ctx context.Context, c *consulapi.Client, id, adv string, ttl time.Duration, log hclog.Logger) {
+func heartbeat(ctx context.Context, c *consulapi.Client, id, adv string, ttl time.Duration, cert *tlsreload.Cert, log hclog.Logger) {
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
 	for {
@@ -188,7 +213,7 @@ func heartbeat(ctx context.Context, c *consulapi.Client, id, adv string, ttl tim
 		case <-t.C:
 		}
 		if err := c.Agent().UpdateTTL(checkIDFor(id), "alive", consulapi.HealthPassing); err != nil {
-			if _, rerr := register(ctx, c, id, adv, ttl); rerr != nil && ctx.Err() == nil {
+			if _, rerr := register(ctx, c, id, adv, ttl, cert); rerr != nil && ctx.Err() == nil {
 				log.Warn("consul heartbeat failed", "error", err, "re-register", rerr)
 			}
 		}

@@ -29,6 +29,7 @@ func apiFlags() []cli.Flag {
 		&cli.StringFlag{Name: "addr", EnvVars: []string{client.EnvAddr}, Value: client.DefaultAddr,
 			Usage: "serai server `URL` (SigV4 keys: SERAI_ACCESS_KEY_ID, SERAI_SECRET_ACCESS_KEY, SERAI_REGION)"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
+		caCertFlag(),
 	}
 }
 
@@ -63,6 +64,11 @@ func newSession(c *cli.Context) (*session, error) {
 		return nil, cli.Exit(fmt.Sprintf("serai %s: %v", c.Command.Name, err), exitUsage)
 	}
 	cfg.Addr = c.String("addr")
+	if f := c.String("ca-cert"); f != "" {
+		if cfg.HTTPClient, err = client.HTTPClientTrusting(f); err != nil {
+			return nil, cli.Exit(fmt.Sprintf("serai %s: --ca-cert: %v", c.Command.Name, err), exitUsage)
+		}
+	}
 	if s.api, err = client.New(cfg); err != nil {
 		return nil, cli.Exit(fmt.Sprintf("serai %s: %v", c.Command.Name, err), exitUsage)
 	}

@@ -41,7 +41,8 @@ func invokeCommand() *cli.Command {
 			&cli.StringFlag{Name: "inference-id", Usage: "identifier of this inference"},
 			&cli.StringFlag{Name: "session-id", Usage: "NEW_SESSION to open a stateful session, or the ID of an open one"},
 			&cli.BoolFlag{Name: "stream", Usage: "InvokeEndpointWithResponseStream: print each part as it arrives"},
-			&cli.StringFlag{Name: "router", EnvVars: []string{"SERAI_ROUTER_ADDR"}, Value: "http://127.0.0.1:8081", Usage: "router `URL`"},
+			&cli.StringFlag{Name: "router", EnvVars: []string{"SERAI_ROUTER_ADDR"}, Value: "http://127.0.0.1:8081", Usage: "router `URL` (http:// or https://)"},
+			caCertFlag(),
 			&cli.StringFlag{Name: "region", Value: "us-east-1", Usage: "region to sign requests for"},
 			&cli.StringFlag{Name: "output", Usage: "json: print the answer (or each event) as JSON"},
 		},
@@ -150,11 +151,16 @@ func runInvoke(c *cli.Context) error {
 	if id, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY"); id != "" && secret != "" {
 		creds = credentials.NewStaticCredentialsProvider(id, secret, os.Getenv("AWS_SESSION_TOKEN"))
 	}
+	hc, err := awsHTTPClient(c.String("ca-cert"), "ca-cert")
+	if err != nil {
+		return usage("%v", err)
+	}
 	sm := sagemakerruntime.New(sagemakerruntime.Options{
 		Region:           c.String("region"),
 		BaseEndpoint:     aws.String(c.String("router")),
 		Credentials:      creds,
 		RetryMaxAttempts: 1,
+		HTTPClient:       hc,
 	})
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()

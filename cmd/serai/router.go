@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
-	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
 	"github.com/seraihq/serai/router"
@@ -28,8 +26,6 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8081", Usage: "address to listen on (use 0.0.0.0:8081 to serve other hosts)"},
 			&cli.StringFlag{Name: "consul-addr", EnvVars: []string{"CONSUL_HTTP_ADDR"}, Value: "127.0.0.1:8500", Usage: "Consul HTTP API address"},
 			&cli.DurationFlag{Name: "timeout", Value: router.DefaultTimeout, Usage: "model timeout for endpoints whose routing table sets none"},
-			&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate; with --tls-key, serve HTTPS"},
-			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key"},
 			&cli.BoolFlag{Name: "register", Value: true, Usage: "register in Consul as service serai-router with a /ping check"},
 			&cli.StringFlag{Name: "advertise-addr", Usage: "host:port clients should use (default: the listen address)"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long in-flight requests may take to finish on SIGTERM"},
@@ -40,7 +36,7 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
 			&cli.BoolFlag{Name: "scale-from-zero", Value: true, Usage: "hold requests for a variant scaled to zero (autoscaling min_capacity 0) and ask the serai server to start it by writing Consul KV serai/wake/ (the router's only KV write); off: such requests get 503"},
 			&cli.IntFlag{Name: "hold-queue-length", Value: router.DefaultHoldQueueLength, Usage: "requests held per endpoint while a variant scales from zero; more get ModelNotReadyException (429)"},
-		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
+		}, append(tlsFlags(), logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...)...),
 		Action: runRouter,
 	}
 }
@@ -58,8 +54,9 @@ func runRouter(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return cli.Exit("serai router: takes no arguments", exitUsage)
 	}
-	if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
-		return cli.Exit("serai router: --tls-cert and --tls-key go together", exitUsage)
+	cert, err := loadTLS(c, "router")
+	if err != nil {
+		return err
 	}
 	if c.Duration("timeout") <= 0 || c.Duration("timeout") > router.MaxTimeout {
 		return cli.Exit(fmt.Sprintf("serai router: --timeout must be in (0, %s]", router.MaxTimeout), exitUsage)
@@ -137,19 +134,23 @@ func runRouter(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var reload []reloader
 	if path := c.String("sigv4-keys"); path != "" {
-		go reloadOnHUP(ctx, path, log, func() error {
+		reload = append(reload, reloader{what: "SigV4 keys", stays: "the previous keys stay in use", kv: []any{"keys_file", path}, reload: func() error {
 			keys, err := router.LoadSigV4Keys(path)
 			if err != nil {
 				return err
 			}
 			return rt.SetSigV4Keys(keys)
-		})
+		}})
 	}
+	if cert != nil {
+		reload = append(reload, tlsReloader(cert, c))
+	}
+	reloadOnHUP(ctx, log, reload...)
 	err = router.Serve(ctx, rt, disc, router.ServerConfig{
 		Listen:          c.String("listen"),
-		TLSCert:         c.String("tls-cert"),
-		TLSKey:          c.String("tls-key"),
+		TLS:             cert,
 		ShutdownTimeout: c.Duration("shutdown-timeout"),
 		Consul:          consul,
 		Register:        c.Bool("register"),
@@ -160,25 +161,4 @@ func runRouter(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitError)
 	}
 	return nil
-}
-
-// reloadOnHUP calls reload on every SIGHUP until ctx ends, so SigV4 keys
-// rotate without dropping connections. A reload that fails is logged and
-// the keys in use stay.
-func reloadOnHUP(ctx context.Context, path string, log hclog.Logger, reload func() error) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			if err := reload(); err != nil {
-				log.Error("SigV4 keys not reloaded; the previous keys stay in use", "keys_file", path, "error", err)
-				continue
-			}
-			log.Info("SigV4 keys reloaded", "keys_file", path)
-		}
-	}
 }

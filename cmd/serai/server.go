@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -50,7 +51,8 @@ func serverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "tick", Value: rd.Tick, Usage: "how often the reconciler steps every endpoint"},
 			&cli.DurationFlag{Name: "drain-period", Value: rd.DrainPeriod, Usage: "how long a deleted endpoint's instances keep serving in-flight requests"},
 			&cli.DurationFlag{Name: "health-timeout", Value: rd.HealthTimeout, Usage: "how long a new generation may take to become healthy when Nomad reports neither success nor failure"},
-		}, logFlags("trace, debug, info, warn or error", true)...),
+			&cli.StringFlag{Name: "router-ca-cert", Usage: "PEM CA `FILE` trusted when scraping routers that serve HTTPS, instead of the system's roots"},
+		}, append(tlsFlags(), logFlags("trace, debug, info, warn or error", true)...)...),
 		Action: runServer,
 	}
 }
@@ -58,6 +60,14 @@ func serverCommand() *cli.Command {
 func runServer(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return cli.Exit("serai server: takes no arguments", exitUsage)
+	}
+	cert, err := loadTLS(c, "server")
+	if err != nil {
+		return err
+	}
+	routerTransport, err := caTransport(c.String("router-ca-cert"), "router-ca-cert")
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitUsage)
 	}
 	log, err := newLogger(c, "serai-server")
 	if err != nil {
@@ -110,17 +120,27 @@ func runServer(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var reload []reloader
 	if path := c.String("sigv4-keys"); path != "" || c.String("operator-keys") != "" {
-		go reloadOnHUP(ctx, path+" "+c.String("operator-keys"), log, handler.ReloadSigV4Keys)
+		reload = append(reload, reloader{what: "SigV4 keys", stays: "the previous keys stay in use",
+			kv: []any{"keys_file", path, "operator_keys_file", c.String("operator-keys")}, reload: handler.ReloadSigV4Keys})
 	}
 	if path := c.String("stores"); path != "" {
 		if err := putStoresFile(ctx, handler, path); err != nil {
 			return cli.Exit(fmt.Sprintf("serai server: --stores: %v", err), exitUsage)
 		}
-		go storesOnHUP(ctx, handler, path, log)
+		// Stores missing from the file are left alone on reload: deleting
+		// one is an explicit operator operation (serai store delete).
+		reload = append(reload, reloader{what: "artifact stores", stays: "stores already put stay as they are",
+			kv: []any{"stores_file", path}, reload: func() error { return putStoresFile(ctx, handler, path) }})
 	}
+	if cert != nil {
+		reload = append(reload, tlsReloader(cert, c))
+	}
+	reloadOnHUP(ctx, log, reload...)
 	err = server.Run(ctx, server.Config{
 		Listen:        c.String("listen"),
+		TLS:           cert,
 		AdvertiseAddr: c.String("advertise-addr"),
 		ID:            c.String("id"),
 		API:           handler,
@@ -132,7 +152,7 @@ func runServer(c *cli.Context) error {
 			Instances: consulAdapter,
 			Routes:    consulAdapter,
 			Vault:     vault,
-			Metrics:   &cluster.RouterMetrics{Consul: consul},
+			Metrics:   &cluster.RouterMetrics{Consul: consul, HTTP: httpClient(routerTransport, 5*time.Second)},
 			Wakes:     cluster.ConsulWakes{Client: consul},
 			Compile: scheduler.Options{
 				SeraiBinary: c.String("serai-binary"),

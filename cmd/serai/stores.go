@@ -5,14 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
 	"github.com/seraihq/serai/jobspec"
@@ -45,27 +41,6 @@ func putStoresFile(ctx context.Context, h *api.Handler, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	return h.PutStores(ctx, stores)
-}
-
-// storesOnHUP puts the stores file again on every SIGHUP. Stores missing
-// from the file are left alone: deleting one is an explicit operator
-// operation (serai store delete), refused while models name it.
-func storesOnHUP(ctx context.Context, h *api.Handler, path string, log hclog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			if err := putStoresFile(ctx, h, path); err != nil {
-				log.Error("artifact stores not (all) reloaded", "stores_file", path, "error", err)
-				continue
-			}
-			log.Info("artifact stores reloaded", "stores_file", path)
-		}
-	}
 }
 
 // storeCommand is `serai store`: the operator's artifact stores.

@@ -55,6 +55,10 @@ type ConsulOptions struct {
 	// (Consul's default 200). Every blocking query holds a connection, so
 	// a client watching many services at once needs more.
 	HTTPMaxConnsPerClient int
+	// CheckCAFile is a PEM CA file the agent's HTTPS health checks trust
+	// (tls.defaults.ca_file with enable_agent_tls_for_checks) instead of
+	// the system's roots.
+	CheckCAFile string
 }
 
 // StartConsulWith is StartConsul with options.
@@ -95,6 +99,10 @@ func startConsul(t testing.TB, host string, opts ConsulOptions) *Consul {
 	}
 	if opts.HTTPMaxConnsPerClient > 0 {
 		cfg["limits"] = map[string]any{"http_max_conns_per_client": opts.HTTPMaxConnsPerClient}
+	}
+	if opts.CheckCAFile != "" {
+		cfg["tls"] = map[string]any{"defaults": map[string]any{"ca_file": opts.CheckCAFile}}
+		cfg["enable_agent_tls_for_checks"] = true
 	}
 	cfgPath := filepath.Join(dir, "consul.json")
 	if err := writeJSON(cfgPath, cfg); err != nil {

@@ -46,6 +46,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/sigv4"
 )
 
@@ -324,7 +325,7 @@ func (c *Client) lookup(ctx context.Context, force bool) ([]string, error) {
 			continue
 		}
 		scheme := c.cfg.Scheme
-		if s := e.Service.Meta["scheme"]; s == "http" || s == "https" {
+		if s := e.Service.Meta[contract.RouterMetaScheme]; s == "http" || s == "https" {
 			scheme = s
 		}
 		routers = append(routers, scheme+"://"+net.JoinHostPort(host, strconv.Itoa(e.Service.Port)))

@@ -40,6 +40,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/seraihq/serai/internal/sigv4"
+	"github.com/seraihq/serai/internal/tlsreload"
 	"github.com/seraihq/serai/server/smapi"
 )
 
@@ -52,6 +53,9 @@ const (
 	EnvAccessKeyID     = "SERAI_ACCESS_KEY_ID"
 	EnvSecretAccessKey = "SERAI_SECRET_ACCESS_KEY"
 	EnvRegion          = "SERAI_REGION"
+	// EnvCACert is a PEM CA file trusted for an https:// SERAI_ADDR
+	// instead of the system's roots.
+	EnvCACert = "SERAI_CA_CERT"
 )
 
 // SigV4Service is the service requests are signed for.
@@ -131,8 +135,8 @@ func (c Config) Validate() error {
 }
 
 // FromEnv returns the configuration the environment gives: SERAI_ADDR,
-// and SERAI_ACCESS_KEY_ID / SERAI_SECRET_ACCESS_KEY / SERAI_REGION for
-// SigV4. It deliberately does not read AWS_* keys: those are for AWS, and
+// SERAI_CA_CERT (an HTTPClient trusting that CA), and SERAI_ACCESS_KEY_ID /
+// SERAI_SECRET_ACCESS_KEY / SERAI_REGION for SigV4. It deliberately does not read AWS_* keys: those are for AWS, and
 // serai should not sign with them by accident.
 func FromEnv() (Config, error) {
 	c := DefaultConfig()
@@ -142,6 +146,13 @@ func FromEnv() (Config, error) {
 	if r := os.Getenv(EnvRegion); r != "" {
 		c.Region = r
 	}
+	if f := os.Getenv(EnvCACert); f != "" {
+		hc, err := HTTPClientTrusting(f)
+		if err != nil {
+			return c, fmt.Errorf("client: %s: %w", EnvCACert, err)
+		}
+		c.HTTPClient = hc
+	}
 	id, secret := os.Getenv(EnvAccessKeyID), os.Getenv(EnvSecretAccessKey)
 	switch {
 	case id != "" && secret != "":
@@ -150,6 +161,18 @@ func FromEnv() (Config, error) {
 		return c, fmt.Errorf("client: set both %s and %s, or neither", EnvAccessKeyID, EnvSecretAccessKey)
 	}
 	return c, c.Validate()
+}
+
+// HTTPClientTrusting is the default HTTPClient, trusting the CA
+// certificates of the PEM file caFile instead of the system's roots.
+func HTTPClientTrusting(caFile string) (*http.Client, error) {
+	tc, err := tlsreload.ClientConfig(caFile)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	return &http.Client{Timeout: 60 * time.Second, Transport: tr}, nil
 }
 
 // Client calls one serai server. It is safe for concurrent use.

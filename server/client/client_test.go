@@ -2,12 +2,14 @@ package client
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,5 +172,48 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv(EnvAddr, "ftp://x")
 	if _, err := FromEnv(); err == nil {
 		t.Error("ftp address accepted")
+	}
+}
+
+// TestFromEnvCACert: SERAI_CA_CERT makes the client trust that CA for an
+// https:// server, and only that CA; a file that is not a CA is refused
+// naming the variable.
+func TestFromEnvCACert(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		io.WriteString(w, `{"Endpoints":[]}`)
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvAddr, srv.URL)
+	list := func() error {
+		cfg, err := FromEnv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ReadAttempts = 1
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.ListEndpoints(context.Background(), &smapi.ListEndpointsInput{})
+		return err
+	}
+	t.Setenv(EnvCACert, "")
+	if err := list(); err == nil {
+		t.Fatal("a private CA's server was trusted with the system's roots")
+	}
+	t.Setenv(EnvCACert, ca)
+	if err := list(); err != nil {
+		t.Fatalf("with %s: %v", EnvCACert, err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	os.WriteFile(bad, []byte("not a certificate"), 0o600)
+	t.Setenv(EnvCACert, bad)
+	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), EnvCACert) {
+		t.Fatalf("bad CA file: %v", err)
 	}
 }
