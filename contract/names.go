@@ -11,6 +11,10 @@ import (
 // RouterServiceName is the Consul service every router registers as.
 const RouterServiceName = "serai-router"
 
+// RouterMetaScheme is the router's Consul service meta key naming the
+// scheme its listener serves: "https" with TLS; absent or "http" without.
+const RouterMetaScheme = "scheme"
+
 // ServicePrefix starts every endpoint's Consul service name.
 const ServicePrefix = "serai-"
 

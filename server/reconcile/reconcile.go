@@ -176,10 +176,10 @@ type retryState struct {
 
 // New returns a Reconciler.
 func New(cfg Config) (*Reconciler, error) {
-	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	return &Reconciler{cfg: cfg, log: cfg.Logger.Named("reconcile"), published: map[string]string{}, retry: map[string]retryState{},
 		running: map[string]bool{}, corrupt: map[string]string{}, judged: map[string]time.Time{},
 		workers: make(chan struct{}, cfg.Workers), vault: make(chan struct{}, 1)}, nil
