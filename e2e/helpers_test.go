@@ -44,8 +44,8 @@ func (s *seraiServer) kill() {
 }
 
 // startServer runs `serai server` as its own process, stopped (SIGINT)
-// and waited for when the test ends.
-func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul, vault *testagents.Vault, nomad *testagents.Nomad) *seraiServer {
+// and waited for when the test ends. extra flags follow the defaults.
+func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul, vault *testagents.Vault, nomad *testagents.Nomad, extra ...string) *seraiServer {
 	t.Helper()
 	addr := testagents.FreeLoopbackAddr(t)
 	logPath := filepath.Join(dir, "server-"+id+".log")
@@ -55,6 +55,7 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	}
 	cmd := exec.Command(serai, "server", "--listen", addr, "--id", id, "--serai-binary", serai,
 		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
 	cmd.Stdout, cmd.Stderr = logf, logf
