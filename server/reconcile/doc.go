@@ -10,6 +10,10 @@
 // are all harmless. The routing table is derived from the record alone, so
 // no generation takes traffic without the record saying so.
 //
+// Endpoints are stepped by a bounded pool of workers, each step under a
+// deadline (Config.StepTimeout, Config.Workers), so a hung agent or a
+// corrupt record costs the endpoint it concerns and no other.
+//
 // It talks to the cluster only through the small interfaces in
 // interfaces.go (Nomad, Instances, Routes, Vault, Metrics); the real
 // adapters live in server/cluster. It must not serve the API, hold the

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -167,6 +168,8 @@ type Reconciler struct {
 	// which are computed from every endpoint's record.
 	workers chan struct{}
 	vault   chan struct{}
+	// waking: HandleWakes is running.
+	waking atomic.Bool
 }
 
 type retryState struct {
@@ -195,14 +198,21 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	defer wg.Wait()
 	for {
 		r.dispatch(ctx, &wg)
-		if r.cfg.Wakes != nil {
-			wctx, cancel := context.WithTimeout(ctx, r.cfg.StepTimeout)
-			if n, err := HandleWakes(wctx, r.cfg.Wakes, r.cfg.Nomad, r.cfg.Instances); err != nil && ctx.Err() == nil {
-				r.log.Warn("scale-from-zero signals: will retry", "error", r.deadline(wctx, err))
-			} else if n > 0 {
-				r.log.Info("scaled from zero on the routers' signal", "groups", n)
-			}
-			cancel()
+		// The wake signals are one more job beside the endpoints' steps,
+		// under the same deadline, never two at once.
+		if r.cfg.Wakes != nil && r.waking.CompareAndSwap(false, true) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer r.waking.Store(false)
+				wctx, cancel := context.WithTimeout(ctx, r.cfg.StepTimeout)
+				defer cancel()
+				if n, err := HandleWakes(wctx, r.cfg.Wakes, r.cfg.Nomad, r.cfg.Instances); err != nil && ctx.Err() == nil {
+					r.log.Warn("scale-from-zero signals: will retry", "error", r.deadline(wctx, err))
+				} else if n > 0 {
+					r.log.Info("scaled from zero on the routers' signal", "groups", n)
+				}
+			}()
 		}
 		select {
 		case <-ctx.Done():
