@@ -135,14 +135,17 @@ func TestReconcileFaults(t *testing.T) {
 		t.Fatalf("UpdateEndpoint fb with Nomad stopped: %v", err)
 	}
 	var deadlineMsg string
+	var slowestList time.Duration
 	waitUntil(t, ctx, "the pending update's step fails at the step deadline", time.Minute, func() bool {
 		start := time.Now()
 		if _, err := sm.ListEndpoints(ctx, &sagemaker.ListEndpointsInput{}); err != nil {
 			t.Fatalf("ListEndpoints with Nomad stopped: %v", err)
 		}
-		// Not a performance bound: a server waiting on the hung Nomad
-		// would not answer at all.
-		if took := time.Since(start); took > 2*time.Second {
+		// Not a performance bound (the time is logged): a server waiting
+		// on the hung Nomad would not answer until SIGCONT.
+		took := time.Since(start)
+		slowestList = max(slowestList, took)
+		if took > 5*time.Second {
 			t.Fatalf("ListEndpoints took %s with Nomad stopped", took)
 		}
 		d := describeEp("fb")
@@ -169,8 +172,8 @@ func TestReconcileFaults(t *testing.T) {
 	if !inService("fa", "fa-c2")() {
 		t.Errorf("fa left InService on fa-c2: %s", describeEp("fa").EndpointStatus)
 	}
-	t.Logf("RESULT reconcile faults: Nomad stopped %s (step deadline %s): update step failed with %q; DescribeEndpoint answered in %s meanwhile; converged after SIGCONT",
-		hung.Round(100*time.Millisecond), stepTimeout, deadlineMsg, describeTook.Round(10*time.Millisecond))
+	t.Logf("RESULT reconcile faults: Nomad stopped %s (step deadline %s): update step failed with %q; meanwhile ListEndpoints answered in at most %s, DescribeEndpoint (live counts bounded by the API's observe timeout) in %s; converged after SIGCONT",
+		hung.Round(100*time.Millisecond), stepTimeout, deadlineMsg, slowestList.Round(time.Millisecond), describeTook.Round(10*time.Millisecond))
 }
 
 func oneVariantConfig(name, model string) string {

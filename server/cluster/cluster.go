@@ -176,6 +176,30 @@ func describeAlloc(a *nomadapi.AllocationListStub) string {
 	return out
 }
 
+// cappedReader fails once more than left bytes are read: a truncated
+// answer must not pass for a whole one.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, errScrapeTooLarge
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return 0, errScrapeTooLarge
+	}
+	return n, err
+}
+
+var errScrapeTooLarge = fmt.Errorf("metrics answer larger than the %d bytes a router may send", maxScrapeBytes)
+
 // maxScrapeBytes bounds what one router's /metrics may make the server
 // parse (a router serves a few hundred kilobytes for thousands of
 // endpoints).
@@ -493,7 +517,7 @@ func (m *RouterMetrics) scrapeAll(ctx context.Context, urls map[string]string, e
 			defer func() { <-sem }()
 			sctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			s, err := scrape(sctx, client, url, endpoint, generation)
+			s, err := scrape(sctx, client, url, endpoint, generation, maxScrapeBytes)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -517,7 +541,7 @@ func (m *RouterMetrics) scrapeAll(ctx context.Context, urls map[string]string, e
 
 var defaultRouterClient = DefaultRouterClient()
 
-func scrape(ctx context.Context, client *http.Client, url, endpoint string, generation int) (records.MetricSample, error) {
+func scrape(ctx context.Context, client *http.Client, url, endpoint string, generation int, maxBytes int64) (records.MetricSample, error) {
 	var s records.MetricSample
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -533,7 +557,7 @@ func scrape(ctx context.Context, client *http.Client, url, endpoint string, gene
 		return s, fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, maxScrapeBytes))
+	families, err := parser.TextToMetricFamilies(&cappedReader{r: resp.Body, left: maxBytes})
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", url, err)
 	}

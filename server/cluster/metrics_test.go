@@ -152,3 +152,17 @@ func TestRouterMetricsSchemeFromConsulMeta(t *testing.T) {
 		t.Fatalf("hung router scraped %d times", hits.Load())
 	}
 }
+
+// A router answering more than the cap is no data from that router, not
+// a truncated (so understated) sample.
+func TestScrapeRefusesOversizedAnswer(t *testing.T) {
+	text := routerMetricsText(10, 1)
+	srv := httptest.NewServer(metricsServer(10, 1))
+	defer srv.Close()
+	if _, err := scrape(context.Background(), srv.Client(), srv.URL, "iris", 1, int64(len(text))); err != nil {
+		t.Fatalf("answer of exactly the cap: %v", err)
+	}
+	if _, err := scrape(context.Background(), srv.Client(), srv.URL, "iris", 1, int64(len(text)-1)); !errors.Is(err, errScrapeTooLarge) {
+		t.Fatalf("answer one byte over the cap: err = %v, want errScrapeTooLarge", err)
+	}
+}

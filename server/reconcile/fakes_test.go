@@ -64,8 +64,9 @@ type fakeCluster struct {
 	// hang makes every Nomad call about these endpoints' jobs block until
 	// its context ends, as a stopped (SIGSTOP) Nomad would.
 	hang map[string]bool
-	// inflight and peak count Nomad calls under way at once.
-	inflight, peak int
+	// inflight and peak count Nomad calls under way at once; hung counts
+	// the calls that hung.
+	inflight, peak, hung int
 	// noMetrics: routers are registered but none answers.
 	noMetrics bool
 }
@@ -80,6 +81,9 @@ func (c *fakeCluster) nomadCall(ctx context.Context, jobID string) (func(), erro
 		c.peak = c.inflight
 	}
 	hang := c.hang[ep]
+	if hang {
+		c.hung++
+	}
 	c.mu.Unlock()
 	done := func() {
 		c.mu.Lock()
