@@ -68,4 +68,12 @@ func TestCorruptRecordIsolated(t *testing.T) {
 	if r := e.call("CreateEndpoint", smapi.CreateEndpointInput{EndpointName: "broken", EndpointConfigName: "c3"}); r.status == http.StatusOK {
 		t.Fatal("created an endpoint over a corrupt record's name")
 	}
+
+	// Deleting it is the way out: the record becomes a delete operation
+	// the reconciler can carry out.
+	e.ok("DeleteEndpoint", smapi.DeleteEndpointInput{EndpointName: "broken"})
+	ep := e.endpoint("broken")
+	if ep.Op == nil || ep.Op.Kind != records.OpDelete || ep.Status != smapi.StatusDeleting {
+		t.Fatalf("after DeleteEndpoint: status %s op %+v", ep.Status, ep.Op)
+	}
 }

@@ -211,7 +211,7 @@ func corruptEndpoint(arn, name string, c *records.CorruptError) *smapi.DescribeE
 // corruptReason is the FailureReason of an endpoint whose record is
 // corrupt (the reconciler logs the same words).
 func corruptReason(c *records.CorruptError) string {
-	return fmt.Sprintf("record %s is corrupt (%v): the reconciler leaves this endpoint as it was until the key is rewritten or deleted", c.Key, c.Err)
+	return fmt.Sprintf("record %s is corrupt (%v): the reconciler leaves this endpoint as it was until the key is rewritten or the endpoint deleted (DeleteEndpoint)", c.Key, c.Err)
 }
 
 // observe asks the Observer, bounded in time; on error or without one

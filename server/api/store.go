@@ -55,7 +55,9 @@ func (l loaded[T]) touch() records.TxnOp {
 	return records.TxnOp{Verb: records.TxnTouch, Key: l.key, Value: l.raw, Index: l.idx}
 }
 
-// load reads one record; records.ErrNotFound when absent.
+// load reads one record; records.ErrNotFound when absent, a
+// *records.CorruptError (with the key and index set) when it does not
+// decode.
 func load[T any](ctx context.Context, s records.Store, k records.Kind, name string) (loaded[T], error) {
 	key := k.Key(name)
 	raw, idx, err := s.KV.Get(ctx, key)
@@ -64,7 +66,9 @@ func load[T any](ctx context.Context, s records.Store, k records.Kind, name stri
 	}
 	v := new(T)
 	if err := json.Unmarshal(raw, v); err != nil {
-		return loaded[T]{}, &records.CorruptError{Key: key, Name: name, Err: err}
+		// The key and index come back with the error, for a caller that
+		// replaces the corrupt record (DeleteEndpoint).
+		return loaded[T]{key: key, raw: raw, idx: idx}, &records.CorruptError{Key: key, Name: name, Err: err}
 	}
 	return loaded[T]{v: v, key: key, raw: raw, idx: idx}, nil
 }

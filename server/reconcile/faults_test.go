@@ -224,3 +224,29 @@ func TestConfigValidateRefusesNegatives(t *testing.T) {
 		t.Fatalf("err = %v, want StepTimeout and Workers named", err)
 	}
 }
+
+// The way out of a corrupt endpoint record is DeleteEndpoint, which
+// replaces it with a bare delete operation (server/api): the reconciler
+// carries that out from the name alone, stopping every job and removing
+// the routing table the lost record described.
+func TestDeleteFromBareRecordAfterCorruption(t *testing.T) {
+	e := created(t)
+	ctx := context.Background()
+	_, idx, err := e.store.KV.Get(ctx, records.KindEndpoint.Key("ep"))
+	must(t, err)
+	must(t, e.store.KV.CAS(ctx, records.KindEndpoint.Key("ep"), []byte("garbage"), idx))
+	e.r.Pass(ctx)
+	if len(e.c.running()) != 1 || e.c.table("ep") == nil {
+		t.Fatalf("a corrupt record changed the cluster: jobs %v table %v", e.c.running(), e.c.table("ep"))
+	}
+	_, idx, err = e.store.KV.Get(ctx, records.KindEndpoint.Key("ep"))
+	must(t, err)
+	now := e.clk.Now()
+	bare := records.Endpoint{Name: "ep", Status: smapi.StatusDeleting,
+		Op: &records.Operation{Kind: records.OpDelete, Phase: records.PhaseStart, StartTime: now, PhaseStart: now}}
+	must(t, e.store.Put(ctx, records.KindEndpoint, "ep", &bare, idx))
+	e.drive("ep", 20, func(ep *records.Endpoint) bool { return ep == nil })
+	if len(e.c.running()) != 0 || e.c.table("ep") != nil {
+		t.Fatalf("after delete: jobs %v table %v", e.c.running(), e.c.table("ep"))
+	}
+}

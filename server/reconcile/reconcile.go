@@ -301,7 +301,7 @@ func (r *Reconciler) noteCorrupt(corrupt []*records.CorruptError) {
 		seen[c.Key] = true
 		if r.corrupt[c.Key] != c.Error() {
 			r.corrupt[c.Key] = c.Error()
-			r.log.Error("endpoint record is corrupt: endpoint left as it is until the key is rewritten or deleted", "key", c.Key, "error", c.Err)
+			r.log.Error("endpoint record is corrupt: endpoint left as it is until the key is rewritten or the endpoint deleted (DeleteEndpoint)", "key", c.Key, "error", c.Err)
 		}
 	}
 	for k := range r.corrupt {
