@@ -30,6 +30,8 @@ import (
 //     deadline while an update of fb is pending: the API keeps answering,
 //     the update's step fails with a step deadline error (on the record
 //     and in the log), and after SIGCONT everything converges.
+//  3. fb's record is made corrupt again and DeleteEndpoint removes it,
+//     its jobs and its routing table.
 func TestReconcileFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -172,6 +174,36 @@ func TestReconcileFaults(t *testing.T) {
 	if !inService("fa", "fa-c2")() {
 		t.Errorf("fa left InService on fa-c2: %s", describeEp("fa").EndpointStatus)
 	}
+
+	// 3. The way out of a corrupt record is DeleteEndpoint: every job of
+	// the endpoint stops and its routing table goes, from the name alone.
+	cur, _, err := kv.Get(fbKey, nil)
+	if err != nil || cur == nil {
+		t.Fatalf("read %s: %v", fbKey, err)
+	}
+	cur.Value = []byte("{\"generations\": 7")
+	if _, err := kv.Put(cur, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sm.DeleteEndpoint(ctx, &sagemaker.DeleteEndpointInput{EndpointName: aws.String("fb")}); err != nil {
+		t.Fatalf("DeleteEndpoint of a corrupt record: %v", err)
+	}
+	waitUntil(t, ctx, "fb deleted: record, jobs and routing table gone", time.Minute, func() bool {
+		p, _, err := kv.Get(fbKey, nil)
+		r, _, rerr := kv.Get(contract.RoutesKey("fb"), nil)
+		jobs, _, jerr := st.nomad.Client.Jobs().PrefixList(contract.ServiceName("fb") + ".g")
+		running := 0
+		for _, j := range jobs {
+			if j.Status != "dead" {
+				running++
+			}
+		}
+		return err == nil && rerr == nil && jerr == nil && p == nil && r == nil && running == 0
+	})
+	if !inService("fa", "fa-c2")() {
+		t.Errorf("fa left InService on fa-c2 while fb was deleted")
+	}
+
 	t.Logf("RESULT reconcile faults: Nomad stopped %s (step deadline %s): update step failed with %q; meanwhile ListEndpoints answered in at most %s, DescribeEndpoint (live counts bounded by the API's observe timeout) in %s; converged after SIGCONT",
 		hung.Round(100*time.Millisecond), stepTimeout, deadlineMsg, slowestList.Round(time.Millisecond), describeTook.Round(10*time.Millisecond))
 }

@@ -126,7 +126,7 @@ func runServer(c *cli.Context) error {
 			Instances: consulAdapter,
 			Routes:    consulAdapter,
 			Vault:     vault,
-			Metrics:   &cluster.RouterMetrics{Consul: consul, ScrapeTimeout: c.Duration("scrape-timeout"), Logger: log.Named("metrics")},
+			Metrics:   &cluster.RouterMetrics{Consul: consul, HTTP: cluster.DefaultRouterClient(), ScrapeTimeout: c.Duration("scrape-timeout"), Logger: log.Named("metrics")},
 			Wakes:     cluster.ConsulWakes{Client: consul},
 			Compile: scheduler.Options{
 				SeraiBinary: c.String("serai-binary"),
