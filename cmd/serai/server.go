@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -52,6 +51,10 @@ func serverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "drain-period", Value: rd.DrainPeriod, Usage: "how long a deleted endpoint's instances keep serving in-flight requests"},
 			&cli.DurationFlag{Name: "health-timeout", Value: rd.HealthTimeout, Usage: "how long a new generation may take to become healthy when Nomad reports neither success nor failure"},
 			&cli.StringFlag{Name: "router-ca-cert", Usage: "PEM CA `FILE` trusted when scraping routers that serve HTTPS, instead of the system's roots"},
+			&cli.DurationFlag{Name: "step-timeout", Value: rd.StepTimeout, Usage: "deadline of one endpoint's reconciler step (its calls to Nomad, Consul and Vault); a hung agent fails the step after it"},
+			&cli.IntFlag{Name: "reconcile-workers", Value: rd.Workers, Usage: "how many endpoints the reconciler steps at once"},
+			&cli.DurationFlag{Name: "metrics-grace", Value: rd.MetricsGrace, Usage: "how long an update with rollback thresholds may go without router metrics before it holds traffic where it is"},
+			&cli.DurationFlag{Name: "scrape-timeout", Value: cluster.DefaultScrapeTimeout, Usage: "deadline of one router's /metrics scrape (for rollback thresholds)"},
 		}, append(tlsFlags(), logFlags("trace, debug, info, warn or error", true)...)...),
 		Action: runServer,
 	}
@@ -81,6 +84,9 @@ func runServer(c *cli.Context) error {
 	}
 	nomadCfg := nomadapi.DefaultConfig()
 	nomadCfg.Address = c.String("nomad-addr")
+	if nomadCfg.HttpClient, err = cluster.NomadHTTPClient(nomadCfg.TLSConfig); err != nil {
+		return cli.Exit(fmt.Sprintf("serai server: nomad client: %v", err), exitUsage)
+	}
 	nomad, err := nomadapi.NewClient(nomadCfg)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("serai server: nomad client: %v", err), exitUsage)
@@ -152,7 +158,7 @@ func runServer(c *cli.Context) error {
 			Instances: consulAdapter,
 			Routes:    consulAdapter,
 			Vault:     vault,
-			Metrics:   &cluster.RouterMetrics{Consul: consul, HTTP: httpClient(routerTransport, 5*time.Second)},
+			Metrics:   &cluster.RouterMetrics{Consul: consul, HTTP: httpClient(routerTransport, c.Duration("scrape-timeout")), ScrapeTimeout: c.Duration("scrape-timeout"), Logger: log.Named("metrics")},
 			Wakes:     cluster.ConsulWakes{Client: consul},
 			Compile: scheduler.Options{
 				SeraiBinary: c.String("serai-binary"),
@@ -164,6 +170,9 @@ func runServer(c *cli.Context) error {
 			Tick:          c.Duration("tick"),
 			DrainPeriod:   c.Duration("drain-period"),
 			HealthTimeout: c.Duration("health-timeout"),
+			StepTimeout:   c.Duration("step-timeout"),
+			Workers:       c.Int("reconcile-workers"),
+			MetricsGrace:  c.Duration("metrics-grace"),
 		},
 	}, nil)
 	if err != nil {

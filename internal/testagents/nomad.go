@@ -300,3 +300,12 @@ func drainNomad(t testing.TB, cl *nomadapi.Client, server *process, nodes map[st
 		})
 	}
 }
+
+// Pid is the agent's process ID (0 when reused), for tests that stop
+// and continue it (SIGSTOP, SIGCONT) to play a hung Nomad.
+func (n *Nomad) Pid() int {
+	if n.proc == nil {
+		return 0
+	}
+	return n.proc.cmd.Process.Pid
+}

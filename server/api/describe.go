@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/seraihq/serai/contract"
@@ -23,6 +24,10 @@ func (h *Handler) describeEndpoint(ctx context.Context, in *smapi.DescribeEndpoi
 	if _, err := h.cfg.Store.Get(ctx, records.KindEndpoint, in.EndpointName, &ep); err != nil {
 		if errors.Is(err, records.ErrNotFound) {
 			return nil, notFoundEndpoint(h.arn(arnEndpoint, in.EndpointName))
+		}
+		var corrupt *records.CorruptError
+		if errors.As(err, &corrupt) {
+			return corruptEndpoint(h.arn(arnEndpoint, in.EndpointName), in.EndpointName, corrupt), nil
 		}
 		return nil, err
 	}
@@ -187,6 +192,26 @@ func (h *Handler) describeEndpoint(ctx context.Context, in *smapi.DescribeEndpoi
 		out.PendingDeploymentSummary = p
 	}
 	return out, nil
+}
+
+// corruptEndpoint describes an endpoint whose record does not decode:
+// Failed, with the key and the decode error, so the one endpoint shows
+// what is wrong and how to mend it while every other endpoint is served
+// as usual. The reconciler leaves such an endpoint alone (its jobs and
+// routing table stay as they were), so it may well still serve traffic.
+func corruptEndpoint(arn, name string, c *records.CorruptError) *smapi.DescribeEndpointOutput {
+	return &smapi.DescribeEndpointOutput{
+		EndpointName:   name,
+		EndpointArn:    arn,
+		EndpointStatus: smapi.StatusFailed,
+		FailureReason:  corruptReason(c),
+	}
+}
+
+// corruptReason is the FailureReason of an endpoint whose record is
+// corrupt (the reconciler logs the same words).
+func corruptReason(c *records.CorruptError) string {
+	return fmt.Sprintf("record %s is corrupt (%v): the reconciler leaves this endpoint as it was until the key is rewritten or the endpoint deleted (DeleteEndpoint)", c.Key, c.Err)
 }
 
 // observe asks the Observer, bounded in time; on error or without one

@@ -353,6 +353,14 @@ func (h *Handler) deleteEndpoint(ctx context.Context, in *smapi.DeleteEndpointIn
 	}
 	err := retry(ctx, func() error {
 		l, err := h.loadEndpoint(ctx, in.EndpointName)
+		var corrupt *records.CorruptError
+		if errors.As(err, &corrupt) {
+			// Deleting is the way out of a corrupt record: the delete
+			// needs nothing the record held (it stops every job of the
+			// endpoint by name and removes its routing table).
+			h.log.Warn("deleting an endpoint whose record is corrupt", "key", corrupt.Key, "error", corrupt.Err)
+			l.v, err = &records.Endpoint{Name: in.EndpointName, ARN: h.arn(arnEndpoint, in.EndpointName)}, nil
+		}
 		if err != nil {
 			return err
 		}

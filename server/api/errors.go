@@ -56,6 +56,7 @@ func storeError(err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	var corrupt *records.CorruptError
 	switch {
 	case errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
 		return &apiError{status: 499, code: smapi.ErrServiceUnavailable, msg: "The request was cancelled.", cause: err}
@@ -65,9 +66,9 @@ func storeError(err error) *apiError {
 	case errors.Is(err, records.ErrConflict):
 		return &apiError{status: http.StatusServiceUnavailable, code: smapi.ErrServiceUnavailable,
 			msg: "The records changed concurrently too often to apply this request; nothing was changed. Retry.", cause: err}
-	case strings.Contains(err.Error(), "is corrupt"):
+	case errors.As(err, &corrupt):
 		return &apiError{status: http.StatusInternalServerError, code: smapi.ErrInternalFailure,
-			msg: "A record in Consul is corrupt; see the server log.", cause: err}
+			msg: fmt.Sprintf("Record %s in Consul is corrupt (%v); rewrite or delete that key.", corrupt.Key, corrupt.Err), cause: err}
 	}
 	return &apiError{status: http.StatusServiceUnavailable, code: smapi.ErrServiceUnavailable,
 		msg: "The record store (Consul) is unavailable; nothing was changed. Retry later.", cause: err}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seraihq/serai/internal/names"
 	"github.com/seraihq/serai/server/records"
 	"github.com/seraihq/serai/server/smapi"
 )
@@ -183,9 +184,16 @@ func (h *Handler) listModels(ctx context.Context, in *smapi.ListModelsInput) (*s
 	if _, err := q.check(); err != nil {
 		return nil, err
 	}
-	all, _, err := records.List[records.Model](ctx, h.cfg.Store, records.KindModel)
+	listed, err := records.ListAll[records.Model](ctx, h.cfg.Store, records.KindModel)
 	if err != nil {
 		return nil, err
+	}
+	all := listed.Records
+	for _, c := range listed.Corrupt {
+		h.log.Warn("list: corrupt record listed by its key's name", "key", c.Key, "error", c.Err)
+		if names.Valid(c.Name) {
+			all = append(all, &records.Model{Name: c.Name, ARN: h.arn(arnModel, c.Name)})
+		}
 	}
 	items := make([]listItem, len(all))
 	for i, m := range all {
@@ -209,9 +217,16 @@ func (h *Handler) listEndpointConfigs(ctx context.Context, in *smapi.ListEndpoin
 	if _, err := q.check(); err != nil {
 		return nil, err
 	}
-	all, _, err := records.List[records.EndpointConfig](ctx, h.cfg.Store, records.KindEndpointConfig)
+	listed, err := records.ListAll[records.EndpointConfig](ctx, h.cfg.Store, records.KindEndpointConfig)
 	if err != nil {
 		return nil, err
+	}
+	all := listed.Records
+	for _, c := range listed.Corrupt {
+		h.log.Warn("list: corrupt record listed by its key's name", "key", c.Key, "error", c.Err)
+		if names.Valid(c.Name) {
+			all = append(all, &records.EndpointConfig{Name: c.Name, ARN: h.arn(arnEndpointConfig, c.Name)})
+		}
 	}
 	items := make([]listItem, len(all))
 	for i, c := range all {
@@ -236,9 +251,19 @@ func (h *Handler) listEndpoints(ctx context.Context, in *smapi.ListEndpointsInpu
 	if _, err := q.check(); err != nil {
 		return nil, err
 	}
-	all, _, err := records.List[records.Endpoint](ctx, h.cfg.Store, records.KindEndpoint)
+	listed, err := records.ListAll[records.Endpoint](ctx, h.cfg.Store, records.KindEndpoint)
 	if err != nil {
 		return nil, err
+	}
+	// A corrupt record is listed Failed under the name its key spells
+	// (when that is a name at all); it does not hide the others.
+	all := listed.Records
+	for _, c := range listed.Corrupt {
+		if !names.Valid(c.Name) {
+			h.log.Warn("list: corrupt endpoint record under a key that names no endpoint", "key", c.Key, "error", c.Err)
+			continue
+		}
+		all = append(all, &records.Endpoint{Name: c.Name, ARN: h.arn(arnEndpoint, c.Name), Status: smapi.StatusFailed})
 	}
 	items := make([]listItem, len(all))
 	for i, e := range all {

@@ -55,7 +55,9 @@ func (l loaded[T]) touch() records.TxnOp {
 	return records.TxnOp{Verb: records.TxnTouch, Key: l.key, Value: l.raw, Index: l.idx}
 }
 
-// load reads one record; records.ErrNotFound when absent.
+// load reads one record; records.ErrNotFound when absent, a
+// *records.CorruptError (with the key and index set) when it does not
+// decode.
 func load[T any](ctx context.Context, s records.Store, k records.Kind, name string) (loaded[T], error) {
 	key := k.Key(name)
 	raw, idx, err := s.KV.Get(ctx, key)
@@ -64,7 +66,9 @@ func load[T any](ctx context.Context, s records.Store, k records.Kind, name stri
 	}
 	v := new(T)
 	if err := json.Unmarshal(raw, v); err != nil {
-		return loaded[T]{}, fmt.Errorf("record %s is corrupt: %w", key, err)
+		// The key and index come back with the error, for a caller that
+		// replaces the corrupt record (DeleteEndpoint).
+		return loaded[T]{key: key, raw: raw, idx: idx}, &records.CorruptError{Key: key, Name: name, Err: err}
 	}
 	return loaded[T]{v: v, key: key, raw: raw, idx: idx}, nil
 }
@@ -93,13 +97,20 @@ func (h *Handler) replace(ctx context.Context, k records.Kind, name string, v an
 // nameTaken reports whether a record of kind k has name, ignoring case:
 // SageMaker lower-cases names in ARNs, so two names that differ only in
 // case would share one ARN.
+// A corrupt record's name (from its key) counts as taken: one corrupt
+// record must not stop every create.
 func nameTaken[T any](ctx context.Context, s records.Store, k records.Kind, name string, nameOf func(*T) string) (bool, error) {
-	all, _, err := records.List[T](ctx, s, k)
+	all, err := records.ListAll[T](ctx, s, k)
 	if err != nil {
 		return false, err
 	}
-	for _, r := range all {
+	for _, r := range all.Records {
 		if strings.EqualFold(nameOf(r), name) {
+			return true, nil
+		}
+	}
+	for _, c := range all.Corrupt {
+		if strings.EqualFold(c.Name, name) {
 			return true, nil
 		}
 	}

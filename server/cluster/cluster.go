@@ -10,16 +10,20 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
 	nomadapi "github.com/hashicorp/nomad/api"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -172,6 +176,35 @@ func describeAlloc(a *nomadapi.AllocationListStub) string {
 	return out
 }
 
+// cappedReader fails once more than left bytes are read: a truncated
+// answer must not pass for a whole one.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, errScrapeTooLarge
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return 0, errScrapeTooLarge
+	}
+	return n, err
+}
+
+var errScrapeTooLarge = fmt.Errorf("metrics answer larger than the %d bytes a router may send", maxScrapeBytes)
+
+// maxScrapeBytes bounds what one router's /metrics may make the server
+// parse (a router serves a few hundred kilobytes for thousands of
+// endpoints).
+const maxScrapeBytes = 64 << 20
+
 func short(id string) string {
 	if len(id) > 8 {
 		return id[:8]
@@ -201,11 +234,10 @@ func (n *Nomad) Stop(ctx context.Context, jobID string) error {
 
 // Jobs implements reconcile.Nomad.
 func (n *Nomad) Jobs(ctx context.Context, endpoint string) ([]string, error) {
-	stubs, _, err := n.Client.Jobs().PrefixList(contract.ServiceName(endpoint) + ".g")
+	stubs, _, err := n.Client.Jobs().List((&nomadapi.QueryOptions{Prefix: contract.ServiceName(endpoint) + ".g"}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list jobs of %s: %w", endpoint, err)
 	}
-	_ = ctx
 	var out []string
 	for _, s := range stubs {
 		if ep, _, ok := contract.ParseJobID(s.ID); ok && ep == endpoint {
@@ -383,23 +415,57 @@ func (c *Consul) write(ctx context.Context, op *consulapi.KVTxnOp) error {
 	return nil
 }
 
-// RouterMetrics scrapes every passing serai-router instance's /metrics.
+// RouterMetrics scrapes every passing serai-router instance's /metrics,
+// all at once (at most Workers at a time), each scrape bounded by
+// ScrapeTimeout, over the scheme the router's service meta names
+// (contract.RouterMetaScheme).
 type RouterMetrics struct {
 	Consul *consulapi.Client
-	HTTP   *http.Client
-	// Scheme is http unless the routers serve TLS.
-	Scheme string
+	// HTTP scrapes the routers; set its TLS config to trust the routers'
+	// CA when they serve https (default: DefaultRouterClient).
+	HTTP *http.Client
+	// Workers bounds the scrapes in flight (default DefaultScrapeWorkers).
+	Workers int
+	// ScrapeTimeout bounds one router's scrape (default
+	// DefaultScrapeTimeout): a hung router costs one scrape this long.
+	ScrapeTimeout time.Duration
+	Logger        hclog.Logger
+}
+
+// Defaults of RouterMetrics.
+const (
+	DefaultScrapeWorkers = 16
+	DefaultScrapeTimeout = 2 * time.Second
+)
+
+// DefaultRouterClient is the scrape client when none is given: timeouts
+// at every stage as a backstop to the per-scrape deadline, and the
+// system's roots for https.
+func DefaultRouterClient() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			Proxy:                 nil, // routers are reached directly, never through a proxy from the environment
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: 5 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   2,
+		},
+	}
 }
 
 // Sample implements reconcile.Metrics. A router that cannot be scraped is
-// left out (its share of the traffic goes unjudged this time) rather than
-// stalling the deployment; no router at all is an empty sample.
+// left out (logged), its share of the traffic unjudged this time; when
+// routers are registered and none answers, the error wraps
+// reconcile.ErrNoMetrics so the reconciler holds the rollout rather than
+// promote on no data.
 func (m *RouterMetrics) Sample(ctx context.Context, endpoint string, generation int) (map[string]records.MetricSample, error) {
 	entries, _, err := m.Consul.Health().Service(contract.RouterServiceName, "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("consul: find routers: %w", err)
 	}
-	out := map[string]records.MetricSample{}
+	urls := map[string]string{} // service ID → metrics URL
 	for _, e := range entries {
 		if e.Service == nil {
 			continue
@@ -408,27 +474,76 @@ func (m *RouterMetrics) Sample(ctx context.Context, endpoint string, generation 
 		if host == "" && e.Node != nil {
 			host = e.Node.Address
 		}
-		addr := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
-		s, err := m.scrape(ctx, addr, endpoint, generation)
-		if err != nil {
-			continue
+		scheme := "http"
+		if e.Service.Meta[contract.RouterMetaScheme] == "https" {
+			scheme = "https"
 		}
-		out[e.Service.ID] = s
+		urls[e.Service.ID] = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(e.Service.Port)) + "/metrics"
+	}
+	return m.scrapeAll(ctx, urls, endpoint, generation)
+}
+
+// scrapeAll scrapes each router (id → metrics URL) in parallel.
+func (m *RouterMetrics) scrapeAll(ctx context.Context, urls map[string]string, endpoint string, generation int) (map[string]records.MetricSample, error) {
+	workers, timeout, client, log := m.Workers, m.ScrapeTimeout, m.HTTP, m.Logger
+	if workers <= 0 {
+		workers = DefaultScrapeWorkers
+	}
+	if timeout <= 0 {
+		timeout = DefaultScrapeTimeout
+	}
+	if client == nil {
+		client = defaultRouterClient
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	var (
+		mu     sync.Mutex
+		out    = map[string]records.MetricSample{}
+		failed []string
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, workers)
+	)
+	for id, url := range urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			sctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			s, err := scrape(sctx, client, url, endpoint, generation, maxScrapeBytes)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, id)
+				log.Warn("router metrics: no data from this router this time", "router", id, "url", url, "error", err)
+				return
+			}
+			out[id] = s
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(urls) > 0 && len(out) == 0 {
+		sort.Strings(failed)
+		return nil, fmt.Errorf("%w (%d routers registered, none answered within %s: %s)", reconcile.ErrNoMetrics, len(urls), timeout, strings.Join(failed, ", "))
 	}
 	return out, nil
 }
 
-func (m *RouterMetrics) scrape(ctx context.Context, addr, endpoint string, generation int) (records.MetricSample, error) {
+var defaultRouterClient = DefaultRouterClient()
+
+func scrape(ctx context.Context, client *http.Client, url, endpoint string, generation int, maxBytes int64) (records.MetricSample, error) {
 	var s records.MetricSample
-	scheme := m.Scheme
-	if scheme == "" {
-		scheme = "http"
-	}
-	client := m.HTTP
-	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Second}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return s, err
 	}
@@ -439,12 +554,12 @@ func (m *RouterMetrics) scrape(ctx context.Context, addr, endpoint string, gener
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("%s/metrics: %s", addr, resp.Status)
+		return s, fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	families, err := parser.TextToMetricFamilies(&cappedReader{r: resp.Body, left: maxBytes})
 	if err != nil {
-		return s, fmt.Errorf("%s/metrics: %w", addr, err)
+		return s, fmt.Errorf("%s: %w", url, err)
 	}
 	gen := strconv.Itoa(generation)
 	buckets := map[float64]float64{}
@@ -483,4 +598,27 @@ func (m *RouterMetrics) scrape(ctx context.Context, addr, endpoint string, gener
 	}
 	sort.Slice(s.Latency, func(i, j int) bool { return s.Latency[i].UpperBound < s.Latency[j].UpperBound })
 	return s, nil
+}
+
+// NomadHTTPClient is the client the server gives nomad/api: its TLS
+// settings (NOMAD_CACERT and the rest, as nomad/api would apply them) and
+// timeouts at every stage, a backstop to the reconciler's step deadline
+// for any call made without a context.
+func NomadHTTPClient(tlsCfg *nomadapi.TLSConfig) (*http.Client, error) {
+	c := &http.Client{
+		Timeout: 2 * time.Minute, // above the longest blocking query serai makes (30 s)
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   10 * time.Second,
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   8,
+			ExpectContinueTimeout: time.Second,
+		},
+	}
+	if err := nomadapi.ConfigureTLS(c, tlsCfg); err != nil {
+		return nil, fmt.Errorf("nomad TLS settings: %w", err)
+	}
+	return c, nil
 }

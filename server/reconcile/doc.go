@@ -14,6 +14,10 @@
 // records (serai/stores/<name>), read when a generation is compiled and a
 // model's Vault policy written; a model record names its store only.
 //
+// Endpoints are stepped by a bounded pool of workers, each step under a
+// deadline (Config.StepTimeout, Config.Workers), so a hung agent or a
+// corrupt record costs the endpoint it concerns and no other.
+//
 // It talks to the cluster only through the small interfaces in
 // interfaces.go (Nomad, Instances, Routes, Vault, Metrics); the real
 // adapters live in server/cluster. It must not serve the API, hold the

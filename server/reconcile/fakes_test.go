@@ -63,6 +63,41 @@ type fakeCluster struct {
 	scaled    []string
 	autoUp    bool // new jobs become healthy and passing at once
 	failJobs  map[string]string
+	// hang makes every Nomad call about these endpoints' jobs block until
+	// its context ends, as a stopped (SIGSTOP) Nomad would.
+	hang map[string]bool
+	// inflight and peak count Nomad calls under way at once; hung counts
+	// the calls that hung.
+	inflight, peak, hung int
+	// noMetrics: routers are registered but none answers.
+	noMetrics bool
+}
+
+// nomadCall waits like a hung Nomad when the job's endpoint hangs, and
+// counts calls in flight. The returned func ends the call.
+func (c *fakeCluster) nomadCall(ctx context.Context, jobID string) (func(), error) {
+	ep, _, _ := contract.ParseJobID(jobID)
+	c.mu.Lock()
+	c.inflight++
+	if c.inflight > c.peak {
+		c.peak = c.inflight
+	}
+	hang := c.hang[ep]
+	if hang {
+		c.hung++
+	}
+	c.mu.Unlock()
+	done := func() {
+		c.mu.Lock()
+		c.inflight--
+		c.mu.Unlock()
+	}
+	if hang {
+		<-ctx.Done()
+		done()
+		return func() {}, fmt.Errorf("nomad %s: %w", jobID, ctx.Err())
+	}
+	return done, nil
 }
 
 func newFakeCluster() *fakeCluster {
@@ -76,15 +111,21 @@ func newFakeCluster() *fakeCluster {
 		creds:     map[string]policies.StoreCredentials{},
 		samples:   map[int]map[string]records.MetricSample{},
 		failJobs:  map[string]string{},
+		hang:      map[string]bool{},
 		autoUp:    true,
 		errorRate: map[int]float64{},
 	}
 }
 
-func (c *fakeCluster) Register(_ context.Context, job *nomadapi.Job) error {
+func (c *fakeCluster) Register(ctx context.Context, job *nomadapi.Job) error {
 	if err := c.hit("register"); err != nil {
 		return err
 	}
+	end, err := c.nomadCall(ctx, *job.ID)
+	if err != nil {
+		return err
+	}
+	defer end()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lastJob = job
@@ -106,10 +147,15 @@ func (c *fakeCluster) Register(_ context.Context, job *nomadapi.Job) error {
 	return nil
 }
 
-func (c *fakeCluster) Health(_ context.Context, id string) (JobHealth, error) {
+func (c *fakeCluster) Health(ctx context.Context, id string) (JobHealth, error) {
 	if err := c.hit("health"); err != nil {
 		return JobHealth{}, err
 	}
+	end, err := c.nomadCall(ctx, id)
+	if err != nil {
+		return JobHealth{}, err
+	}
+	defer end()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	j, ok := c.jobs[id]
@@ -145,10 +191,15 @@ func (c *fakeCluster) Scale(_ context.Context, id, group string, n int, _ string
 	return nil
 }
 
-func (c *fakeCluster) Stop(_ context.Context, id string) error {
+func (c *fakeCluster) Stop(ctx context.Context, id string) error {
 	if err := c.hit("stop"); err != nil {
 		return err
 	}
+	end, err := c.nomadCall(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer end()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if j, ok := c.jobs[id]; ok && j.running {
@@ -242,6 +293,9 @@ func (c *fakeCluster) Sample(_ context.Context, _ string, gen int) (map[string]r
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.noMetrics {
+		return nil, fmt.Errorf("fake routers: %w", ErrNoMetrics)
+	}
 	if rate, ok := c.errorRate[gen]; ok {
 		for _, rt := range c.routes {
 			for _, g := range rt.Generations {

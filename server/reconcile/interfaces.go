@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 
 	nomadapi "github.com/hashicorp/nomad/api"
 
@@ -66,5 +67,14 @@ type Vault interface {
 // Metrics samples the routers' own counters for one generation of an
 // endpoint, keyed by router.
 type Metrics interface {
+	// Sample answers for the routers that answered: a router that could
+	// not be scraped is left out (its share of traffic goes unjudged this
+	// time). When routers are registered but none answered, it returns
+	// an error wrapping ErrNoMetrics. No router registered at all is an
+	// empty sample: no traffic can reach the endpoint, so there is
+	// nothing to judge.
 	Sample(ctx context.Context, endpoint string, generation int) (map[string]records.MetricSample, error)
 }
+
+// ErrNoMetrics: routers are registered but none answered a scrape.
+var ErrNoMetrics = errors.New("no router answered the metrics scrape")

@@ -75,8 +75,28 @@ func (r *Reconciler) judge(ctx context.Context, endpoint string, op *records.Ope
 	if err != nil {
 		return "", err
 	}
+	r.mu.Lock()
+	r.judged[judgedKey(endpoint, op.Target)] = r.cfg.Now()
+	r.mu.Unlock()
 	return Judge(op.Baseline, cur, ar, op.Target), nil
 }
+
+// needsMetrics: the update has rollback thresholds, so traffic moves on
+// only on a judgement of the routers' metrics.
+func needsMetrics(op *records.Operation) bool {
+	ar := op.AutoRollback
+	return ar != nil && (ar.MaxErrorRate != nil || ar.MaxP99Latency != "")
+}
+
+// lastJudged is when the generation op deploys was last judged on
+// metrics from at least one router (zero: not by this reconciler).
+func (r *Reconciler) lastJudged(endpoint string, op *records.Operation) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.judged[judgedKey(endpoint, op.Target)]
+}
+
+func judgedKey(endpoint string, gen int) string { return fmt.Sprintf("%s/%d", endpoint, gen) }
 
 // Judge is the rollback decision on two samples of every router's
 // counters. A router that restarted (counters below the baseline) counts

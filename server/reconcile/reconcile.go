@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,6 +51,21 @@ type Config struct {
 	// Backoff is the first retry delay after a failed step; it doubles up
 	// to MaxBackoff.
 	Backoff, MaxBackoff time.Duration
+	// StepTimeout is the deadline of one endpoint's step: every call it
+	// makes to Nomad, Consul and Vault ends by then. A hung agent costs
+	// that endpoint's step this long, then the step fails (and is retried
+	// with back-off); it never holds up another endpoint.
+	StepTimeout time.Duration
+	// Workers bounds how many endpoints are stepped at once. An endpoint
+	// whose step is still running (waiting on a hung agent, say) is not
+	// stepped again until it ends, and occupies one worker meanwhile.
+	Workers int
+	// MetricsGrace is how long a bake may go without a judgement of the
+	// routers' metrics (no router answered a scrape) and still move
+	// traffic on. Past it, an update with rollback thresholds holds where
+	// it is rather than promote a generation nobody has judged, and rolls
+	// back if the hold outlasts its maximum execution time.
+	MetricsGrace time.Duration
 }
 
 // DefaultConfig returns the defaults for the timing fields.
@@ -60,6 +76,9 @@ func DefaultConfig() Config {
 		HealthTimeout: 20 * time.Minute,
 		Backoff:       time.Second,
 		MaxBackoff:    30 * time.Second,
+		StepTimeout:   30 * time.Second,
+		Workers:       4,
+		MetricsGrace:  time.Minute,
 	}
 }
 
@@ -80,6 +99,15 @@ func (c Config) withDefaults() Config {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = d.MaxBackoff
 	}
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = d.StepTimeout
+	}
+	if c.Workers <= 0 {
+		c.Workers = d.Workers
+	}
+	if c.MetricsGrace <= 0 {
+		c.MetricsGrace = d.MetricsGrace
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -89,9 +117,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports missing dependencies.
+// Validate reports missing dependencies and impossible settings (zero
+// durations and counts mean the default).
 func (c Config) Validate() error {
 	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Tick", c.Tick}, {"DrainPeriod", c.DrainPeriod}, {"HealthTimeout", c.HealthTimeout}, {"Backoff", c.Backoff},
+		{"MaxBackoff", c.MaxBackoff}, {"StepTimeout", c.StepTimeout}, {"MetricsGrace", c.MetricsGrace}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("reconcile: %s must not be negative (got %s)", d.name, d.v))
+		}
+	}
+	if c.Workers < 0 {
+		errs = append(errs, fmt.Errorf("reconcile: Workers must not be negative (got %d)", c.Workers))
+	}
 	if c.Store.KV == nil {
 		errs = append(errs, errors.New("reconcile: Store is required"))
 	}
@@ -113,6 +154,22 @@ type Reconciler struct {
 	// its table from the record.
 	published map[string]string
 	retry     map[string]retryState
+	// running holds the endpoints whose step is under way (or waiting for
+	// a worker), so a slow step is never started twice.
+	running map[string]bool
+	// corrupt is each corrupt endpoint record's last logged error, so the
+	// log says it once, not every tick.
+	corrupt map[string]string
+	// judged is when each baking generation's metrics were last judged
+	// (see Config.MetricsGrace). Empty after a restart: a new leader
+	// judges before it promotes.
+	judged map[string]time.Time
+	// workers is the worker semaphore; vault serialises Vault writes,
+	// which are computed from every endpoint's record.
+	workers chan struct{}
+	vault   chan struct{}
+	// waking: HandleWakes is running.
+	waking atomic.Bool
 }
 
 type retryState struct {
@@ -122,25 +179,40 @@ type retryState struct {
 
 // New returns a Reconciler.
 func New(cfg Config) (*Reconciler, error) {
-	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger.Named("reconcile"), published: map[string]string{}, retry: map[string]retryState{}}, nil
+	cfg = cfg.withDefaults()
+	return &Reconciler{cfg: cfg, log: cfg.Logger.Named("reconcile"), published: map[string]string{}, retry: map[string]retryState{},
+		running: map[string]bool{}, corrupt: map[string]string{}, judged: map[string]time.Time{},
+		workers: make(chan struct{}, cfg.Workers), vault: make(chan struct{}, 1)}, nil
 }
 
-// Run steps every endpoint each Tick until ctx ends.
+// Run steps every endpoint each Tick until ctx ends. A tick does not wait
+// for the steps it started: an endpoint whose step is still running is
+// skipped until it ends, while the others go on being stepped.
 func (r *Reconciler) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Tick)
 	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
-		r.Pass(ctx)
-		if r.cfg.Wakes != nil {
-			if n, err := HandleWakes(ctx, r.cfg.Wakes, r.cfg.Nomad, r.cfg.Instances); err != nil && ctx.Err() == nil {
-				r.log.Warn("scale-from-zero signals: will retry", "error", err)
-			} else if n > 0 {
-				r.log.Info("scaled from zero on the routers' signal", "groups", n)
-			}
+		r.dispatch(ctx, &wg)
+		// The wake signals are one more job beside the endpoints' steps,
+		// under the same deadline, never two at once.
+		if r.cfg.Wakes != nil && r.waking.CompareAndSwap(false, true) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer r.waking.Store(false)
+				wctx, cancel := context.WithTimeout(ctx, r.cfg.StepTimeout)
+				defer cancel()
+				if n, err := HandleWakes(wctx, r.cfg.Wakes, r.cfg.Nomad, r.cfg.Instances); err != nil && ctx.Err() == nil {
+					r.log.Warn("scale-from-zero signals: will retry", "error", r.deadline(wctx, err))
+				} else if n > 0 {
+					r.log.Info("scaled from zero on the routers' signal", "groups", n)
+				}
+			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -150,36 +222,106 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
-// Pass steps every endpoint once. Endpoints are independent: one failing
-// does not hold the others back.
+// Pass steps every endpoint once and waits for those steps. Endpoints are
+// independent: one failing, hanging or corrupt does not hold the others
+// back.
 func (r *Reconciler) Pass(ctx context.Context) {
-	eps, _, err := records.List[records.Endpoint](ctx, r.cfg.Store, records.KindEndpoint)
+	var wg sync.WaitGroup
+	r.dispatch(ctx, &wg)
+	wg.Wait()
+}
+
+// dispatch starts a step for every endpoint that is due and not already
+// being stepped, at most Workers at a time.
+func (r *Reconciler) dispatch(ctx context.Context, wg *sync.WaitGroup) {
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.StepTimeout)
+	defer cancel()
+	listed, err := records.ListAll[records.Endpoint](lctx, r.cfg.Store, records.KindEndpoint)
 	if err != nil {
 		if ctx.Err() == nil {
-			r.log.Warn("listing endpoints failed; will retry", "error", err)
+			r.log.Warn("listing endpoints failed; will retry", "error", r.deadline(lctx, err))
 		}
 		return
 	}
-	for _, ep := range eps {
+	r.noteCorrupt(listed.Corrupt)
+	for _, ep := range listed.Records {
+		name := ep.Name
 		if ctx.Err() != nil {
 			return
 		}
-		if !r.due(ep.Name) {
+		if !r.claim(name) {
 			continue
 		}
-		err := r.Step(ctx, ep.Name)
-		r.settle(ep.Name, err)
-		if err != nil && ctx.Err() == nil && !errors.Is(err, records.ErrConflict) {
-			r.log.Warn("step failed; will retry with back-off", "endpoint", ep.Name, "error", err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.release(name)
+			select {
+			case r.workers <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-r.workers }()
+			err := r.Step(ctx, name)
+			r.settle(name, err)
+			if err != nil && ctx.Err() == nil && !errors.Is(err, records.ErrConflict) {
+				r.log.Warn("step failed; will retry with back-off", "endpoint", name, "error", err)
+			}
+		}()
+	}
+}
+
+// claim marks the endpoint as being stepped when it is due and not
+// already running.
+func (r *Reconciler) claim(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running[name] || r.cfg.Now().Before(r.retry[name].next) {
+		return false
+	}
+	r.running[name] = true
+	return true
+}
+
+func (r *Reconciler) release(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.running, name)
+}
+
+// noteCorrupt logs each corrupt endpoint record once (again when its
+// error changes). Such an endpoint is not stepped: its jobs and routing
+// table stay as they were, and the API describes it as Failed with the
+// key and the error, until someone rewrites or deletes the key.
+func (r *Reconciler) noteCorrupt(corrupt []*records.CorruptError) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	for _, c := range corrupt {
+		seen[c.Key] = true
+		if r.corrupt[c.Key] != c.Error() {
+			r.corrupt[c.Key] = c.Error()
+			r.log.Error("endpoint record is corrupt: endpoint left as it is until the key is rewritten or the endpoint deleted (DeleteEndpoint)", "key", c.Key, "error", c.Err)
+		}
+	}
+	for k := range r.corrupt {
+		if !seen[k] {
+			delete(r.corrupt, k)
 		}
 	}
 }
 
-func (r *Reconciler) due(name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return !r.cfg.Now().Before(r.retry[name].next)
+// deadline names the step deadline in an error it caused.
+func (r *Reconciler) deadline(ctx context.Context, err error) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrStepDeadline) {
+		return fmt.Errorf("%w (%s): %w", ErrStepDeadline, r.cfg.StepTimeout, err)
+	}
+	return err
 }
+
+// ErrStepDeadline: a step did not finish within Config.StepTimeout (an
+// agent hung or answered too slowly).
+var ErrStepDeadline = errors.New("step deadline exceeded")
 
 func (r *Reconciler) settle(name string, err error) {
 	r.mu.Lock()
@@ -202,6 +344,10 @@ func (r *Reconciler) settle(name string, err error) {
 type work struct {
 	ep  *records.Endpoint
 	idx uint64
+	// parent is the context the step's deadline was set on: a failure
+	// caused by that deadline is still written to the record under a
+	// fresh one.
+	parent context.Context
 }
 
 // save writes the record back (check-and-set), then brings the routing
@@ -220,12 +366,22 @@ func (r *Reconciler) save(ctx context.Context, w *work) error {
 }
 
 // Step carries the endpoint's operation one phase forward, as far as it
-// can go without waiting.
+// can go without waiting, within Config.StepTimeout.
 func (r *Reconciler) Step(ctx context.Context, name string) error {
-	w := &work{ep: &records.Endpoint{}}
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.StepTimeout)
+	defer cancel()
+	return r.deadline(sctx, r.step(sctx, ctx, name))
+}
+
+func (r *Reconciler) step(ctx, parent context.Context, name string) error {
+	w := &work{ep: &records.Endpoint{}, parent: parent}
 	idx, err := r.cfg.Store.Get(ctx, records.KindEndpoint, name, w.ep)
 	if errors.Is(err, records.ErrNotFound) {
 		r.forget(name)
+		return nil
+	}
+	if errors.Is(err, records.ErrCorrupt) {
+		// Listed fine a moment ago; noteCorrupt will say it next pass.
 		return nil
 	}
 	if err != nil {
@@ -257,6 +413,11 @@ func (r *Reconciler) forget(name string) {
 	defer r.mu.Unlock()
 	delete(r.published, name)
 	delete(r.retry, name)
+	for k := range r.judged {
+		if strings.HasPrefix(k, name+"/") {
+			delete(r.judged, k)
+		}
+	}
 }
 
 func (r *Reconciler) phase(ctx context.Context, w *work) error {
@@ -288,6 +449,9 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 	switch op.Phase {
 	case records.PhaseStart:
 		cfg, err := r.config(ctx, op.ConfigName)
+		if err != nil && !permanent(err) {
+			return r.noteError(ctx, w, fmt.Errorf("endpoint config %q: %w", op.ConfigName, err))
+		}
 		if err != nil {
 			return r.abort(ctx, w, fmt.Sprintf("endpoint config %q cannot be read: %v", op.ConfigName, err))
 		}
@@ -307,6 +471,9 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 
 	case records.PhaseRegister:
 		job, models, err := r.compile(ctx, ep.Name, op.Target, op.ConfigName, ep.Deployment)
+		if err != nil && !permanent(err) {
+			return r.noteError(ctx, w, err)
+		}
 		if err != nil {
 			return r.failDeploy(ctx, w, err.Error())
 		}
@@ -366,8 +533,11 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 		if op.Step == 0 {
 			// Judge everything the new generation does from its first
 			// traffic on: take its counters once, before it has any.
+			// No router answering is no loss here: the generation has had
+			// no traffic yet, so a router missing from the baseline
+			// counts from zero, which is exact.
 			base, err := r.cfg.Metrics.Sample(ctx, ep.Name, op.Target)
-			if err != nil {
+			if err != nil && !errors.Is(err, ErrNoMetrics) {
 				return r.noteError(ctx, w, fmt.Errorf("router metrics for the bake baseline: %w", err))
 			}
 			op.Baseline = base
@@ -377,8 +547,9 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 		return r.save(ctx, w)
 
 	case records.PhaseBake, records.PhaseTermWait:
-		if reason, err := r.judge(ctx, ep.Name, op); err != nil {
-			r.log.Warn("cannot judge the bake; continuing", "endpoint", ep.Name, "error", err)
+		reason, judgeErr := r.judge(ctx, ep.Name, op)
+		if judgeErr != nil {
+			r.log.Warn("cannot judge the bake this time", "endpoint", ep.Name, "generation", op.Target, "error", judgeErr)
 		} else if reason != "" {
 			op.Reason = reason
 			r.setPhase(w, records.PhaseRollback)
@@ -390,10 +561,26 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 			return r.save(ctx, w)
 		}
 		elapsed := now.Sub(op.PhaseStart)
-		if op.Phase == records.PhaseBake {
-			if elapsed < waitInterval(op.Policy) {
-				return nil
+		if op.Phase == records.PhaseBake && elapsed < waitInterval(op.Policy) {
+			return nil
+		}
+		if op.Phase == records.PhaseTermWait && elapsed < terminationWait(op.Policy) {
+			return nil
+		}
+		// Time to move traffic on: only on a recent judgement.
+		if last := r.lastJudged(ep.Name, op); needsMetrics(op) && now.Sub(last) > r.cfg.MetricsGrace {
+			if now.Sub(op.StartTime) > r.healthTimeout(op) {
+				op.Reason = fmt.Sprintf("no router metrics to judge generation %d for longer than %s, and the update is past its maximum execution time (%s)", op.Target, r.cfg.MetricsGrace, r.healthTimeout(op))
+				r.setPhase(w, records.PhaseRollback)
+				return r.save(ctx, w)
 			}
+			held := fmt.Errorf("holding traffic where it is: no router metrics to judge generation %d for longer than %s: %v", op.Target, r.cfg.MetricsGrace, judgeErr)
+			if op.LastError == held.Error() {
+				return held
+			}
+			return r.noteError(ctx, w, held)
+		}
+		if op.Phase == records.PhaseBake {
 			if targetShare(op.Policy, op.Step) < 1 {
 				op.Step++
 				r.setPhase(w, records.PhaseShift)
@@ -401,9 +588,6 @@ func (r *Reconciler) deploy(ctx context.Context, w *work) error {
 			}
 			r.setPhase(w, records.PhaseTermWait)
 			return r.save(ctx, w)
-		}
-		if elapsed < terminationWait(op.Policy) {
-			return nil
 		}
 		// Drop the old generation from the record (and so from the
 		// table); op.From still names its job until it is stopped.
@@ -489,8 +673,16 @@ func (r *Reconciler) abort(ctx context.Context, w *work, reason string) error {
 // noteError records a transient failure on the record (so describe shows
 // it) and returns it for back-off.
 func (r *Reconciler) noteError(ctx context.Context, w *work, err error) error {
+	err = r.deadline(ctx, err)
 	w.ep.Op.Attempts++
 	w.ep.Op.LastError = err.Error()
+	if ctx.Err() != nil && w.parent != nil && w.parent.Err() == nil {
+		// The step's deadline passed (a hung agent): the record still
+		// says so, under a deadline of its own.
+		sctx, cancel := context.WithTimeout(w.parent, r.cfg.StepTimeout)
+		defer cancel()
+		ctx = sctx
+	}
 	if serr := r.save(ctx, w); serr != nil {
 		return errors.Join(err, serr)
 	}
@@ -739,9 +931,31 @@ func (r *Reconciler) publish(ctx context.Context, ep *records.Endpoint) error {
 func (r *Reconciler) config(ctx context.Context, name string) (*records.EndpointConfig, error) {
 	var c records.EndpointConfig
 	if _, err := r.cfg.Store.Get(ctx, records.KindEndpointConfig, name, &c); err != nil {
-		return nil, err
+		return nil, classify(err)
 	}
 	return &c, nil
+}
+
+// transientError marks a failure to read a record that a retry may mend
+// (Consul unreachable, a deadline), as opposed to a record that is
+// missing or corrupt, which fails the operation with the reason.
+type transientError struct{ err error }
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
+func classify(err error) error {
+	if err == nil || errors.Is(err, records.ErrNotFound) || errors.Is(err, records.ErrCorrupt) {
+		return err
+	}
+	return &transientError{err}
+}
+
+// permanent: err fails the operation (a missing or corrupt record, a
+// spec that does not compile) rather than being retried.
+func permanent(err error) bool {
+	var t *transientError
+	return !errors.As(err, &t)
 }
 
 // compile builds generation gen's job from the records, through the one
@@ -761,7 +975,7 @@ func (r *Reconciler) compile(ctx context.Context, endpoint string, gen int, conf
 		seen[v.ModelName] = true
 		var m records.Model
 		if _, err := r.cfg.Store.Get(ctx, records.KindModel, v.ModelName, &m); err != nil {
-			return nil, nil, fmt.Errorf("model %q of variant %q: %w", v.ModelName, v.VariantName, err)
+			return nil, nil, fmt.Errorf("model %q of variant %q: %w", v.ModelName, v.VariantName, classify(err))
 		}
 		models = append(models, &m)
 		in.Models = append(in.Models, &m.Spec)
@@ -803,9 +1017,19 @@ func (r *Reconciler) compile(ctx context.Context, endpoint string, gen int, conf
 // ensureVault gives each model with an artifact store a policy and a role
 // bound to every endpoint that uses it (this one included).
 func (r *Reconciler) ensureVault(ctx context.Context, endpoint string, models []*records.Model) error {
-	users, err := r.modelUsers(ctx)
+	unlock, err := r.lockVault(ctx)
 	if err != nil {
 		return err
+	}
+	defer unlock()
+	users, unknown, err := r.modelUsers(ctx)
+	if err != nil {
+		return err
+	}
+	if len(unknown) > 0 {
+		// A binding written now may leave out an endpoint whose record
+		// (or config) cannot be read; that endpoint is Failed already.
+		r.log.Warn("vault roles bound without the endpoints of corrupt records", "endpoint", endpoint, "corrupt", unknown)
 	}
 	for _, m := range models {
 		creds, ok, err := r.storeCredentials(ctx, m)
@@ -838,15 +1062,31 @@ func (r *Reconciler) refreshVaultFor(ctx context.Context, endpoint string) error
 	if r.cfg.Vault == nil {
 		return nil
 	}
-	users, err := r.modelUsers(ctx, endpoint)
+	unlock, err := r.lockVault(ctx)
 	if err != nil {
 		return err
 	}
-	models, _, err := records.List[records.Model](ctx, r.cfg.Store, records.KindModel)
+	defer unlock()
+	users, unknown, err := r.modelUsers(ctx, endpoint)
 	if err != nil {
 		return err
 	}
-	for _, m := range models {
+	models, err := records.ListAll[records.Model](ctx, r.cfg.Store, records.KindModel)
+	if err != nil {
+		return err
+	}
+	for _, c := range models.Corrupt {
+		unknown = append(unknown, c.Key)
+	}
+	if len(unknown) > 0 {
+		// Which models a corrupt record uses is unknown, so removing or
+		// narrowing any role could cut off an endpoint still serving.
+		// Leave every role as it is until the records are mended; the
+		// next retire or delete refreshes them.
+		r.log.Warn("vault roles not refreshed while records are corrupt", "endpoint", endpoint, "corrupt", unknown)
+		return nil
+	}
+	for _, m := range models.Records {
 		if !readsStore(m) {
 			continue
 		}
@@ -875,17 +1115,34 @@ func (r *Reconciler) refreshVaultFor(ctx context.Context, endpoint string) error
 	return nil
 }
 
+// lockVault serialises the Vault writes of concurrent steps: each
+// computes a model's bindings from every endpoint's record, so two at
+// once could write a stale list last.
+func (r *Reconciler) lockVault(ctx context.Context) (func(), error) {
+	select {
+	case r.vault <- struct{}{}:
+		return func() { <-r.vault }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for another step's vault writes: %w", ctx.Err())
+	}
+}
+
 // modelUsers maps each model to the endpoints whose live or deploying
 // generations use it, leaving out endpoint `leaving` when it is being
-// deleted.
-func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[string][]string, error) {
-	eps, _, err := records.List[records.Endpoint](ctx, r.cfg.Store, records.KindEndpoint)
+// deleted. unknown names the corrupt records (endpoints, configs) whose
+// models cannot be told.
+func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[string][]string, []string, error) {
+	listed, err := records.ListAll[records.Endpoint](ctx, r.cfg.Store, records.KindEndpoint)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var unknown []string
+	for _, c := range listed.Corrupt {
+		unknown = append(unknown, c.Key)
 	}
 	cfgCache := map[string]*records.EndpointConfig{}
 	out := map[string][]string{}
-	for _, ep := range eps {
+	for _, ep := range listed.Records {
 		if contains(leaving, ep.Name) && ep.Op != nil && ep.Op.Kind == records.OpDelete {
 			continue
 		}
@@ -899,10 +1156,17 @@ func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[str
 		for cn := range names {
 			c, ok := cfgCache[cn]
 			if !ok {
-				if c, err = r.config(ctx, cn); err != nil {
+				if c, err = r.config(ctx, cn); errors.Is(err, records.ErrCorrupt) {
+					unknown = append(unknown, records.KindEndpointConfig.Key(cn))
+					cfgCache[cn] = nil
 					continue
+				} else if err != nil && !errors.Is(err, records.ErrNotFound) {
+					return nil, nil, err
 				}
 				cfgCache[cn] = c
+			}
+			if c == nil {
+				continue
 			}
 			for _, v := range append(append([]smapi.ProductionVariant(nil), c.Spec.ProductionVariants...), c.Spec.ShadowProductionVariants...) {
 				if !contains(out[v.ModelName], ep.Name) {
@@ -914,7 +1178,8 @@ func (r *Reconciler) modelUsers(ctx context.Context, leaving ...string) (map[str
 	for _, v := range out {
 		sort.Strings(v)
 	}
-	return out, nil
+	sort.Strings(unknown)
+	return out, unknown, nil
 }
 
 // storeCredentials is where Vault keeps the keys of the model's store,

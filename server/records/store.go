@@ -21,6 +21,29 @@ var ErrNotFound = errors.New("record not found")
 // and retry.
 var ErrConflict = errors.New("record changed concurrently")
 
+// ErrCorrupt matches (errors.Is) every CorruptError.
+var ErrCorrupt = errors.New("record is corrupt")
+
+// CorruptError: the value under Key does not decode. Retrying will not
+// help; only a person rewriting or deleting the key will. Readers that
+// serve many records (the reconciler's pass, the List APIs) set such a
+// record aside and go on with the others.
+type CorruptError struct {
+	Key string
+	// Name is the record's name as the key spells it (the key after its
+	// kind's prefix).
+	Name string
+	Err  error
+}
+
+func (e *CorruptError) Error() string { return fmt.Sprintf("record %s is corrupt: %v", e.Key, e.Err) }
+
+// Unwrap returns the decode error.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
 // KV is the slice of a key-value store the records need: versioned reads
 // and check-and-set writes. ConsulKV is the real one; MemKV serves unit
 // tests of logic.
@@ -68,7 +91,7 @@ func (s Store) Get(ctx context.Context, k Kind, name string, v any) (uint64, err
 		return 0, err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return 0, fmt.Errorf("record %s is corrupt: %w", k.Key(name), err)
+		return 0, &CorruptError{Key: k.Key(name), Name: name, Err: err}
 	}
 	return idx, nil
 }
@@ -87,28 +110,52 @@ func (s Store) Delete(ctx context.Context, k Kind, name string, index uint64) er
 	return s.KV.DeleteCAS(ctx, k.Key(name), index)
 }
 
-// List returns the records of one kind, decoded by newT, in name order,
-// with their indexes. A record that fails to decode is an error: silently
-// skipping it would hide it from List and Delete alike.
+// List returns the records of one kind in name order, with their
+// indexes. A record that fails to decode is an error (a *CorruptError):
+// silently skipping it would hide it from a caller that must see every
+// record (a reference check before a delete, say). Callers that serve
+// each record on its own use ListAll.
 func List[T any](ctx context.Context, s Store, k Kind) ([]*T, []uint64, error) {
-	pairs, err := s.KV.List(ctx, string(k))
+	l, err := ListAll[T](ctx, s, k)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]*T, 0, len(pairs))
-	idx := make([]uint64, 0, len(pairs))
+	if len(l.Corrupt) > 0 {
+		return nil, nil, l.Corrupt[0]
+	}
+	return l.Records, l.Indexes, nil
+}
+
+// Listed is ListAll's answer: the records that decode, in name order,
+// with their indexes, and those that do not, each on its own.
+type Listed[T any] struct {
+	Records []*T
+	Indexes []uint64
+	Corrupt []*CorruptError
+}
+
+// ListAll returns every record of one kind, setting aside those that do
+// not decode, so that one corrupt record does not hide all the others.
+func ListAll[T any](ctx context.Context, s Store, k Kind) (Listed[T], error) {
+	pairs, err := s.KV.List(ctx, string(k))
+	if err != nil {
+		return Listed[T]{}, err
+	}
+	out := Listed[T]{Records: make([]*T, 0, len(pairs)), Indexes: make([]uint64, 0, len(pairs))}
 	for _, p := range pairs {
-		if strings.Contains(strings.TrimPrefix(p.Key, string(k)), "/") {
+		name := strings.TrimPrefix(p.Key, string(k))
+		if strings.Contains(name, "/") {
 			continue
 		}
 		v := new(T)
 		if err := json.Unmarshal(p.Value, v); err != nil {
-			return nil, nil, fmt.Errorf("record %s is corrupt: %w", p.Key, err)
+			out.Corrupt = append(out.Corrupt, &CorruptError{Key: p.Key, Name: name, Err: err})
+			continue
 		}
-		out = append(out, v)
-		idx = append(idx, p.Index)
+		out.Records = append(out.Records, v)
+		out.Indexes = append(out.Indexes, p.Index)
 	}
-	return out, idx, nil
+	return out, nil
 }
 
 // Update reads record name, applies fn and writes it back with
