@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/urfave/cli/v2"
 
+	"github.com/seraihq/serai/internal/tlsreload"
 	"github.com/seraihq/serai/policies"
 	"github.com/seraihq/serai/scheduler"
 	"github.com/seraihq/serai/server"
@@ -68,10 +70,14 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	routerTransport, err := caTransport(c.String("router-ca-cert"), "router-ca-cert")
+	routerTLS, err := tlsreload.ClientConfig(c.String("router-ca-cert"))
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitUsage)
+		return cli.Exit(fmt.Sprintf("serai server: --router-ca-cert: %v", err), exitUsage)
 	}
+	// The scraping client keeps its own timeouts and no proxy from the
+	// environment; only whom it trusts for https routers comes from here.
+	routerClient := cluster.DefaultRouterClient()
+	routerClient.Transport.(*http.Transport).TLSClientConfig = routerTLS
 	log, err := newLogger(c, "serai-server")
 	if err != nil {
 		return err
@@ -158,7 +164,7 @@ func runServer(c *cli.Context) error {
 			Instances: consulAdapter,
 			Routes:    consulAdapter,
 			Vault:     vault,
-			Metrics:   &cluster.RouterMetrics{Consul: consul, HTTP: httpClient(routerTransport, c.Duration("scrape-timeout")), ScrapeTimeout: c.Duration("scrape-timeout"), Logger: log.Named("metrics")},
+			Metrics:   &cluster.RouterMetrics{Consul: consul, HTTP: routerClient, ScrapeTimeout: c.Duration("scrape-timeout"), Logger: log.Named("metrics")},
 			Wakes:     cluster.ConsulWakes{Client: consul},
 			Compile: scheduler.Options{
 				SeraiBinary: c.String("serai-binary"),
