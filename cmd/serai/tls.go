@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/hashicorp/go-hclog"
@@ -123,7 +122,3 @@ func tlsReloader(cert *tlsreload.Cert, c *cli.Context) reloader {
 	return reloader{what: "TLS certificate", stays: "the certificate in use stays", kv: []any{"tls_cert_file", c.String("tls-cert")}, reload: cert.Reload, after: cert.Describe}
 }
 
-// httpClient is a client with timeout over tr.
-func httpClient(tr *http.Transport, timeout time.Duration) *http.Client {
-	return &http.Client{Transport: tr, Timeout: timeout}
-}
