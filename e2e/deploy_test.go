@@ -88,7 +88,7 @@ func TestDeployJobs(t *testing.T) {
 	nomadCmd(t, "job", "run", "-detach",
 		"-var", "serai_binary="+s.serai, "-var", "driver=raw_exec", "-var", "count=2", "-var", "distinct_hosts=false",
 		"-var", "consul_addr="+s.consul.Addr, "-var", "nomad_addr="+s.nomad.Addr, "-var", "vault_addr="+s.vault.Addr,
-		"-var", `args=["--tick","250ms","--drain-period","2s"]`,
+		"-var", `args=["--tick","250ms","--drain-period","2s","--allow-drivers","raw_exec,exec,docker"]`,
 		"../deploy/serai-server.nomad.hcl")
 	nomadCmd(t, "job", "run", "-detach",
 		"-var", "serai_binary="+s.serai, "-var", "driver=raw_exec", "-var", "type=service", "-var", "count=1",

@@ -54,7 +54,9 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 		t.Fatal(err)
 	}
 	cmd := exec.Command(serai, "server", "--listen", addr, "--id", id, "--serai-binary", serai,
-		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug")
+		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug",
+		// The suites' models are host processes (raw_exec).
+		"--allow-drivers", "raw_exec,exec,docker")
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
 	cmd.Stdout, cmd.Stderr = logf, logf

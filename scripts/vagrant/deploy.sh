@@ -13,8 +13,11 @@ until [ "$(nomad node status -json | jq '[.[] | select(.Status == "ready")] | ma
   sleep 3
 done
 
+# The example's models are host processes (examples/vagrant/iris.hcl):
+# raw_exec is allowed here; a production cluster keeps the default.
 nomad job run -var "vault_addr=http://$server:8200" -var "nomad_addr=http://$server:4646" \
-  -var 'router_url=http://192.168.56.21:8081' /vagrant/deploy/serai-server.nomad.hcl
+  -var 'router_url=http://192.168.56.21:8081' -var 'args=["--allow-drivers","raw_exec,exec,docker"]' \
+  /vagrant/deploy/serai-server.nomad.hcl
 nomad job run /vagrant/deploy/serai-router.nomad.hcl
 nomad job run /vagrant/deploy/prometheus.nomad.hcl
 # HashiCorp's packages install their binaries in /usr/bin.
