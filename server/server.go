@@ -209,9 +209,10 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	checkID, err := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL)
-	if err != nil {
-		log.Warn("not registered in Consul; will not lead until it is", "error", err)
+	// A failed registration is not Run's error: the heartbeat retries it.
+	checkID, rerr := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL)
+	if rerr != nil {
+		log.Warn("not registered in Consul; will not lead until it is", "error", rerr)
 	}
 	wg.Add(1)
 	go func() {
