@@ -104,12 +104,12 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-func sageMakerClient(url string) *sagemaker.Client {
+func sageMakerClient(url string, optFns ...func(*sagemaker.Options)) *sagemaker.Client {
 	return sagemaker.New(sagemaker.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(url),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSERAIE2E", "secret", ""),
-	})
+	}, optFns...)
 }
 
 func describe(t *testing.T, ctx context.Context, sm *sagemaker.Client) *sagemaker.DescribeEndpointOutput {
