@@ -4,6 +4,11 @@
 // its session's health check fails within seconds, the lock is released and
 // another server's reconciler takes over from the records.
 //
+// It keeps the API closed by default: an unauthenticated API listens on
+// loopback only (Config.InsecureNoAuth opens it, with a warning on every
+// start), and the HTTP server bounds each connection's reads, writes,
+// idle time and header size.
+//
 // It owns process wiring only: the API is server/api, the state machine
 // server/reconcile, the agent adapters server/cluster, the records
 // server/records. It must not implement any of them.
