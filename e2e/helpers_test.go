@@ -53,8 +53,9 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The suites' models are host processes (raw_exec).
 	cmd := exec.Command(serai, append([]string{"server", "--listen", addr, "--id", id, "--serai-binary", serai,
-		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug"}, extra...)...)
+		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug", "--allow-drivers", "raw_exec,exec,docker"}, extra...)...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -102,12 +103,12 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-func sageMakerClient(url string) *sagemaker.Client {
+func sageMakerClient(url string, optFns ...func(*sagemaker.Options)) *sagemaker.Client {
 	return sagemaker.New(sagemaker.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(url),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSERAIE2E", "secret", ""),
-	})
+	}, optFns...)
 }
 
 func describe(t *testing.T, ctx context.Context, sm *sagemaker.Client) *sagemaker.DescribeEndpointOutput {

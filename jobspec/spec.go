@@ -196,6 +196,25 @@ const (
 	DefaultEvaluationPeriod = "1m"
 )
 
+// Nomad task drivers a model runs under.
+const (
+	DriverDocker  = "docker"
+	DriverExec    = "exec"
+	DriverRawExec = "raw_exec"
+)
+
+// TaskDriver is the Nomad driver the model's tasks run with: docker for
+// an image, else the model's driver, exec by default.
+func (m *Model) TaskDriver() string {
+	switch {
+	case m.Image != "":
+		return DriverDocker
+	case m.Driver != "":
+		return m.Driver
+	}
+	return DriverExec
+}
+
 // Count returns the instance count (default 1).
 func (v *Variant) Count() int {
 	if v.InstanceCount == nil {

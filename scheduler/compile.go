@@ -450,15 +450,7 @@ AWS_SECRET_ACCESS_KEY={{ .Data.data.secret_access_key }}
 `, path)
 }
 
-func driverOf(m *jobspec.Model) string {
-	switch {
-	case m.Image != "":
-		return "docker"
-	case m.Driver != "":
-		return m.Driver
-	}
-	return "exec"
-}
+func driverOf(m *jobspec.Model) string { return m.TaskDriver() }
 
 func (c *compiler) modelTask(v *jobspec.Variant, m *jobspec.Model) (*api.Task, error) {
 	it, ok := instancetypes.Lookup(v.InstanceType)

@@ -4,6 +4,11 @@
 // its session's health check fails within seconds, the lock is released and
 // another server's reconciler takes over from the records.
 //
+// It keeps the API closed by default: an unauthenticated API listens on
+// loopback only (Config.InsecureNoAuth opens it, with a warning on every
+// start), and the HTTP server bounds each connection's reads, writes,
+// idle time and header size.
+//
 // It owns process wiring only: the API is server/api, the state machine
 // server/reconcile, the agent adapters server/cluster, the records
 // server/records. It must not implement any of them.
@@ -54,11 +59,48 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop of the API.
 	ShutdownTimeout time.Duration
 	Logger          hclog.Logger
+
+	// Authenticated says the API checks every request's credentials
+	// (SigV4 keys are configured). Without it the server listens only on
+	// a loopback address, unless InsecureNoAuth is set: anyone who can
+	// reach an open API can run programs on every Nomad client.
+	Authenticated bool
+	// InsecureNoAuth lets an unauthenticated API listen on a
+	// non-loopback address; the server then warns on every start.
+	InsecureNoAuth bool
+
+	// The HTTP server's bounds, so a slow or idle client cannot hold a
+	// connection (and its goroutine) for ever. The API has no streaming
+	// or long-polling answer (serai apply polls DescribeEndpoint), so one
+	// WriteTimeout above the API's own request timeout cuts nothing a
+	// well-behaved client waits for.
+	//
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the
+	// end of the answer.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection that sends no request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request's header block (431 beyond it).
+	MaxHeaderBytes int
 }
 
 // DefaultConfig holds the defaults.
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8090", AliveTTL: 3 * time.Second, ShutdownTimeout: 10 * time.Second}
+	return Config{
+		Listen: "127.0.0.1:8090", AliveTTL: 3 * time.Second, ShutdownTimeout: 10 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		// A 1 MiB body (the API's cap) at a slow client's pace.
+		ReadTimeout: 30 * time.Second,
+		// Above the API's RequestTimeout (15 s) plus its Observer call.
+		WriteTimeout: time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		// SigV4 headers are a few hundred bytes.
+		MaxHeaderBytes: 64 << 10,
+	}
 }
 
 func (c Config) withDefaults() Config {
@@ -72,19 +114,62 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = d.ShutdownTimeout
 	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = d.ReadTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = d.MaxHeaderBytes
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
 	return c
 }
 
+// ErrOpenAPI is Validate's answer to an unauthenticated API on a
+// non-loopback address without InsecureNoAuth.
+var ErrOpenAPI = errors.New("the API would be open to anyone who can reach it")
+
 // Validate reports what is missing.
 func (c Config) Validate() error {
 	if c.API == nil || c.Consul == nil {
 		return errors.New("server: API and Consul are required")
 	}
+	if !c.Authenticated && !c.InsecureNoAuth && !Loopback(c.withDefaults().Listen) {
+		return fmt.Errorf("server: listen address %q is not loopback and no authentication is configured: %w; "+
+			"set SigV4 keys (serai server --sigv4-keys), listen on 127.0.0.1, or accept an open API with --insecure-no-auth", c.withDefaults().Listen, ErrOpenAPI)
+	}
 	return c.Reconcile.Validate()
 }
+
+// Loopback reports whether the listen address addr (host:port) accepts
+// connections from this host only: a loopback IP or "localhost". An
+// empty host, 0.0.0.0, :: and every other name or address listen
+// beyond this host.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// open reports whether the API is served unauthenticated beyond this
+// host (InsecureNoAuth let it through Validate).
+func (c Config) open() bool { return !c.Authenticated && !Loopback(c.Listen) }
 
 // Run serves until ctx ends, then stops the API gracefully, gives up the
 // lock and deregisters. ready, if not nil, is called with the bound
@@ -111,7 +196,14 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.Handle("/", cfg.API)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+	}
 	errc := make(chan error, 1)
 	scheme := "http"
 	if cfg.TLS != nil {
@@ -128,6 +220,10 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 		kv = append(kv, cfg.TLS.Describe()...)
 	}
 	log.Info("API listening", kv...)
+	if cfg.open() {
+		log.Warn("the API has no authentication and listens beyond loopback (--insecure-no-auth): anyone who can reach "+addr+
+			" can create models, put artifact stores and run programs on the Nomad clients; configure --sigv4-keys", "addr", addr)
+	}
 	if ready != nil {
 		ready(addr)
 	}
@@ -135,9 +231,10 @@ func Run(ctx context.Context, cfg Config, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	checkID, err := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL, cfg.TLS)
-	if err != nil {
-		log.Warn("not registered in Consul; will not lead until it is", "error", err)
+	// A failed registration is not Run's error: the heartbeat retries it.
+	checkID, rerr := register(ctx, cfg.Consul, id, adv, cfg.AliveTTL, cfg.TLS)
+	if rerr != nil {
+		log.Warn("not registered in Consul; will not lead until it is", "error", rerr)
 	}
 	wg.Add(1)
 	go func() {

@@ -141,7 +141,9 @@ func runDev(c *cli.Context) error {
 	if _, err := stack.Run("serai-server", self, []string{"server", "--listen", c.String("server-listen"), "--id", "dev",
 		"--serai-binary", self, "--router-url", routerURL, "--tick", "250ms", "--drain-period", "2s",
 		"--consul-addr", stack.ConsulAddr, "--nomad-addr", stack.NomadAddr, "--vault-addr", stack.VaultAddr,
-		"--stores", storesPath, "--allow-file-artifacts"}, env); err != nil {
+		"--stores", storesPath, "--allow-file-artifacts",
+		// A dev stack runs models as host processes (the example does).
+		"--allow-drivers", "raw_exec,exec,docker"}, env); err != nil {
 		return cli.Exit(fmt.Sprintf("serai dev: %v", err), exitError)
 	}
 	if _, err := stack.Run("serai-router", self, []string{"router", "--listen", c.String("router-listen"), "--consul-addr", stack.ConsulAddr}, nil); err != nil {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -25,7 +27,7 @@ import (
 // serverCommand runs the control plane: the SageMaker API on every server,
 // the reconciler on the one holding the Consul lock.
 func serverCommand() *cli.Command {
-	sd, rd, co := server.DefaultConfig(), reconcile.DefaultConfig(), scheduler.DefaultOptions()
+	sd, rd, co, ad := server.DefaultConfig(), reconcile.DefaultConfig(), scheduler.DefaultOptions(), api.DefaultConfig()
 	return &cli.Command{
 		Name:  "server",
 		Usage: "run the control plane (SageMaker-compatible API + reconciler)",
@@ -45,6 +47,8 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "operator-keys", Usage: "`FILE` of operators' keys (same format): they may also put and delete artifact stores (Serai.PutArtifactStore, serai store) and name any store; turns SigV4 on; SIGHUP reloads it"},
 			&cli.StringFlag{Name: "stores", Usage: "`FILE` of artifact_store blocks (HCL, with allowed_principals) the server puts as operator records at start and on SIGHUP"},
 			&cli.BoolFlag{Name: "allow-file-artifacts", Usage: "accept models with file:// artifacts (read from the Nomad client's disk); off by default, as such a URL can name any file the fetch task can read"},
+			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without authentication on a non-loopback --listen address (refused otherwise): anyone who can reach it can run programs on the Nomad clients"},
+			&cli.StringSliceFlag{Name: "allow-drivers", Value: cli.NewStringSlice(ad.AllowedDrivers...), Usage: "Nomad task `DRIVERS` models may run with (comma-separated: docker, exec, raw_exec); raw_exec gives a model the Nomad agent's view of the host"},
 			&cli.StringFlag{Name: "serai-binary", Value: co.SeraiBinary, Usage: "path of the serai binary on Nomad clients (runs the fetch task of exec/raw_exec models)"},
 			&cli.StringFlag{Name: "fetch-image", Value: co.FetchImage, Usage: "serai's image for the fetch task of docker models"},
 			&cli.StringFlag{Name: "router-url", Value: co.RouterURL, Usage: "router base URL shown in the Nomad UI"},
@@ -117,12 +121,13 @@ func runServer(c *cli.Context) error {
 	nomadAdapter := &cluster.Nomad{Client: nomad}
 	consulAdapter := &cluster.Consul{Client: consul}
 	handler, err := api.New(api.Config{
-		Store:        store,
-		Region:       c.String("region"),
-		Account:      c.String("account"),
-		Observer:     &cluster.Observer{Nomad: nomadAdapter, Consul: consulAdapter},
-		SigV4KeyFile: c.String("sigv4-keys"),
-		Logger:       log,
+		Store:          store,
+		Region:         c.String("region"),
+		Account:        c.String("account"),
+		Observer:       &cluster.Observer{Nomad: nomadAdapter, Consul: consulAdapter},
+		SigV4KeyFile:   c.String("sigv4-keys"),
+		AllowedDrivers: allowedDrivers(c.StringSlice("allow-drivers")),
+		Logger:         log,
 
 		OperatorKeyFile:    c.String("operator-keys"),
 		AllowFileArtifacts: c.Bool("allow-file-artifacts"),
@@ -151,13 +156,15 @@ func runServer(c *cli.Context) error {
 	}
 	reloadOnHUP(ctx, log, reload...)
 	err = server.Run(ctx, server.Config{
-		Listen:        c.String("listen"),
-		TLS:           cert,
-		AdvertiseAddr: c.String("advertise-addr"),
-		ID:            c.String("id"),
-		API:           handler,
-		Consul:        consul,
-		Logger:        log,
+		Listen:         c.String("listen"),
+		TLS:            cert,
+		AdvertiseAddr:  c.String("advertise-addr"),
+		ID:             c.String("id"),
+		Authenticated:  c.String("sigv4-keys") != "" || c.String("operator-keys") != "",
+		InsecureNoAuth: c.Bool("insecure-no-auth"),
+		API:            handler,
+		Consul:         consul,
+		Logger:         log,
 		Reconcile: reconcile.Config{
 			Store:     store,
 			Nomad:     nomadAdapter,
@@ -181,8 +188,25 @@ func runServer(c *cli.Context) error {
 			MetricsGrace:  c.Duration("metrics-grace"),
 		},
 	}, nil)
+	if errors.Is(err, server.ErrOpenAPI) {
+		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitUsage)
+	}
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("serai server: %v", err), exitError)
 	}
 	return nil
+}
+
+// allowedDrivers splits "--allow-drivers a,b --allow-drivers c" into
+// names; an empty result means the default.
+func allowedDrivers(flags []string) []string {
+	var out []string
+	for _, f := range flags {
+		for _, d := range strings.Split(f, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
 }

@@ -121,4 +121,3 @@ func reloadOnHUP(ctx context.Context, log hclog.Logger, rs ...reloader) {
 func tlsReloader(cert *tlsreload.Cert, c *cli.Context) reloader {
 	return reloader{what: "TLS certificate", stays: "the certificate in use stays", kv: []any{"tls_cert_file", c.String("tls-cert")}, reload: cert.Reload, after: cert.Describe}
 }
-

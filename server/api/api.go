@@ -103,12 +103,15 @@ type Config struct {
 	// that accepts connections but does not answer yields a 503 rather
 	// than a request that hangs.
 	RequestTimeout time.Duration
+	// AllowedDrivers are the Nomad task drivers models may run with
+	// (admission.go); default DefaultAllowedDrivers.
+	AllowedDrivers []string
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Region: DefaultRegion, Account: DefaultAccount, MaxBodyBytes: DefaultMaxBodyBytes,
-		ObserveTimeout: 2 * time.Second, RequestTimeout: 15 * time.Second}
+		ObserveTimeout: 2 * time.Second, RequestTimeout: 15 * time.Second, AllowedDrivers: DefaultAllowedDrivers()}
 }
 
 func (c Config) withDefaults() Config {
@@ -127,6 +130,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = d.RequestTimeout
+	}
+	if len(c.AllowedDrivers) == 0 {
+		c.AllowedDrivers = d.AllowedDrivers
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -156,6 +162,9 @@ func (c Config) Validate() error {
 	}
 	if !regionRE.MatchString(c.Region) {
 		errs = append(errs, fmt.Errorf("api: region %q is not a region name such as us-east-1", c.Region))
+	}
+	if err := validateDrivers(c.AllowedDrivers); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -11,7 +11,9 @@
 // It owns request decoding, validation (SageMaker's member constraints,
 // then jobspec's rules through the one translation in server/translate),
 // ARNs, SageMaker's error shapes and messages, optional SigV4 with
-// operator keys, who may name which artifact store, and the
+// operator keys, who may name which artifact store, the operator's
+// admission policy for models (admission.go: the task drivers a model may
+// run with), and the
 // check-and-set writes that START operations on endpoint records. It
 // reads and writes records only: it must not talk to Nomad, Consul
 // services or Vault, nor carry out an operation — the reconciler

@@ -59,6 +59,9 @@ func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (
 	if err := f.err(); err != nil {
 		return nil, err
 	}
+	if err := h.admitModel(&spec); err != nil {
+		return nil, err
+	}
 	arn := h.arn(arnModel, in.ModelName)
 	rec := &records.Model{Name: in.ModelName, ARN: arn, CreationTime: h.cfg.Now().UTC(), Spec: spec, Tags: in.Tags, Principal: principal(ctx)}
 	exists := validationf("Cannot create already existing model %q.", arn)
