@@ -21,6 +21,8 @@ import (
 
 	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/testagents"
+	"github.com/seraihq/serai/internal/tlsreload"
+	"github.com/seraihq/serai/internal/tlsreload/tlstest"
 	"github.com/seraihq/serai/policies"
 	"github.com/seraihq/serai/server"
 )
@@ -42,7 +44,11 @@ func TestDeployJobs(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	s := newStack(t, ctx)
+	// The deployed server and router serve TLS from a private CA, and
+	// Consul checks them over HTTPS verifying their certificates, so the
+	// agent trusts that CA (docs/operations.md, "Secure").
+	ca := tlstest.NewCA(t, "serai deploy test CA")
+	s := newStackWith(t, ctx, testagents.ConsulOptions{CheckCAFile: ca.File})
 	sums := s.trainIris(t, ctx)
 	nomadEnv := append(os.Environ(), "NOMAD_ADDR="+s.nomad.Addr)
 	nomadCmd := func(t *testing.T, args ...string) string {
@@ -106,15 +112,18 @@ func TestDeployJobs(t *testing.T) {
 		userKey, userSecret = "AKIADEPLOYUSER000001", "deploy/user/secret+that+signs/invokes"
 		opKey, opSecret     = "AKIADEPLOYOPERATOR01", "deploy/operator/secret+that+owns/stores"
 	)
-	pki := newTestPKI(t)
-	serverCert, serverKey := pki.issue(t, "serai-server", "127.0.0.1", "serai-server.service.consul")
-	routerCert, routerKey := pki.issue(t, "serai-router", "127.0.0.1", "serai-router.service.consul")
+	caPEM, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, serverKey := ca.Issue(t, tlstest.Leaf{CommonName: "serai-server", Serial: 2, Hosts: []string{"127.0.0.1", "serai-server.service.consul"}})
+	routerCert, routerKey := ca.Issue(t, tlstest.Leaf{CommonName: "serai-router", Serial: 3, Hosts: []string{"127.0.0.1", "serai-router.service.consul"}})
 	if _, err := s.vault.Client.KVv2("secret").Put(ctx, "serai/deploy/server", map[string]any{
 		"sigv4_keys":     userKey + " " + userSecret + "\n",
 		"operator_keys":  opKey + " " + opSecret + "\n",
 		"tls_cert":       string(serverCert),
 		"tls_key":        string(serverKey),
-		"router_ca_cert": string(pki.CAPEM),
+		"router_ca_cert": string(caPEM),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,8 +135,9 @@ func TestDeployJobs(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	caFile := filepath.Join(s.dir, "ca.crt")
-	if err := os.WriteFile(caFile, pki.CAPEM, 0o644); err != nil {
+	caFile := ca.File
+	caTLS, err := tlsreload.ClientConfig(caFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -167,7 +177,7 @@ func TestDeployJobs(t *testing.T) {
 			t.Errorf("plain HTTP to the deployed server answered %d", resp.StatusCode)
 		}
 	}
-	tlsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.tlsConfig()}}
+	tlsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: caTLS}}
 	req, _ := http.NewRequest(http.MethodPost, serverURL, strings.NewReader(`{"ModelName":"evil"}`))
 	req.Header.Set("X-Amz-Target", "SageMaker.CreateModel")
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
@@ -199,7 +209,7 @@ func TestDeployJobs(t *testing.T) {
 	rt := sagemakerruntime.New(sagemakerruntime.Options{
 		Region: "us-east-1", BaseEndpoint: aws.String(routerURL),
 		Credentials: credentials.NewStaticCredentialsProvider(userKey, userSecret, ""),
-		HTTPClient:  &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.tlsConfig()}},
+		HTTPClient:  &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: caTLS}},
 	})
 	counts := map[string]int{}
 	for i := 0; i < 50; i++ {
@@ -238,7 +248,7 @@ func TestDeployJobs(t *testing.T) {
 		}
 		promAddr := strings.Split(testagents.FreeLoopbackAddr(t), ":")
 		nomadCmd(t, "job", "run", "-detach", "-var", "prometheus_binary="+prom, "-var", "driver=raw_exec",
-			"-var", "port="+promAddr[1], "-var", "router_ca_cert="+string(pki.CAPEM), "../deploy/prometheus.nomad.hcl")
+			"-var", "port="+promAddr[1], "-var", "router_ca_cert="+string(caPEM), "../deploy/prometheus.nomad.hcl")
 		nomadCmd(t, "job", "run", "-detach", "-var", "autoscaler_binary="+autoscaler, "-var", "driver=raw_exec",
 			"-var", "nomad_addr="+s.nomad.Addr, "../deploy/nomad-autoscaler.nomad.hcl")
 		promURL := "http://" + strings.Join(promAddr, ":")

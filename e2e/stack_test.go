@@ -25,7 +25,13 @@ type stack struct {
 
 func newStack(t *testing.T, ctx context.Context) *stack {
 	t.Helper()
-	s := &stack{consul: testagents.StartConsul(t)}
+	return newStackWith(t, ctx, testagents.ConsulOptions{})
+}
+
+// newStackWith is newStack with Consul started with opts.
+func newStackWith(t *testing.T, ctx context.Context, opts testagents.ConsulOptions) *stack {
+	t.Helper()
+	s := &stack{consul: testagents.StartConsulWith(t, opts)}
 	s.vault = testagents.StartVault(t)
 	s.nomad = testagents.StartNomad(t, testagents.NomadOptions{Consul: s.consul, Vault: s.vault})
 	s.dir = t.TempDir()
