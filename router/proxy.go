@@ -29,10 +29,6 @@ const (
 // OriginalMessage; longer bodies are cut and their connection closed.
 const maxModelErrorBody = 64 << 10
 
-// writeGrace is how long past the model timeout a client may take to
-// receive its answer.
-const writeGrace = 30 * time.Second
-
 // ServeHTTP routes the SageMaker runtime API, /ping and /metrics.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
@@ -156,11 +152,8 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 		return
 	}
 	if err == errBodyBudget {
-		rt.m.rejOverloaded.Inc()
-		e.em.errors5xx.Inc()
-		// The rest of the body is never read: tell net/http not to try.
-		w.Header()["Connection"] = []string{"close"}
-		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
+		e.em.errors4xx.Inc()
+		rt.bodyBudgetSpent(w)
 		return
 	}
 	if err != nil {
@@ -253,12 +246,14 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 		rt.mirror(e, &req)
 	}
 
-	// Bound how long a client that stops reading can hold this request.
-	// Server.WriteTimeout (set by Serve) resets the deadline per request.
+	// Bound how long a client that stops reading can hold this request:
+	// the answer may wait for the model, then gets WriteTimeout to leave.
+	// The server (net/http's WriteTimeout, the fast path per request) sets
+	// WriteTimeout for answers that do not come here.
 	if stream {
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.cfg.StreamTimeout + writeGrace))
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.cfg.StreamTimeout + rt.cfg.WriteTimeout))
 	} else {
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + writeGrace))
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + rt.cfg.WriteTimeout))
 	}
 
 	ctx := r.Context()
@@ -636,6 +631,24 @@ func (rt *Router) tooLarge(w http.ResponseWriter, n int64) {
 const bodyFirstBuf = 32 << 10
 
 var errBodyBudget = errors.New("body memory budget exhausted")
+
+// bodyBudgetRetryAfter is the Retry-After of a request refused for the
+// body budget: bodies in flight leave within a model call, and the AWS
+// SDKs back off on their own schedule anyway.
+const bodyBudgetRetryAfter = "1"
+
+// bodyBudgetSpent answers a request whose body the budget cannot hold: 429
+// ThrottlingException, which the AWS SDKs retry with their throttling
+// back-off (a 503 would be retried too, but as a fault of the service, and
+// this is load the client can shed). The rest of the body is never read,
+// so the connection closes after the answer.
+func (rt *Router) bodyBudgetSpent(w http.ResponseWriter) {
+	rt.m.rejBodyBudget.Inc()
+	h := w.Header()
+	h["Connection"] = []string{"close"}
+	h["Retry-After"] = []string{bodyBudgetRetryAfter}
+	writeError(w, http.StatusTooManyRequests, CodeThrottling, "The router is at its request memory limit; retry later.")
+}
 
 // readBody buffers the request body in pooled buffers, charging each
 // buffer's size to the router's body-memory budget (MaxBufferedBytes)
