@@ -297,11 +297,10 @@ func (fc *fastConn) serve() {
 	}
 	// A new connection has sent nothing yet: like net/http, it gets
 	// ReadHeaderTimeout for its first request's head, not IdleTimeout.
-	fresh := true
+	hdrArmed := false
 	if hdrTimeout := fc.s.srv.ReadHeaderTimeout; hdrTimeout > 0 {
 		fc.c.SetReadDeadline(time.Now().Add(hdrTimeout))
-	} else {
-		fresh = false
+		hdrArmed = true
 	}
 	// Pushed forward at most once a second, and often enough that a short
 	// idle timeout cannot pass between two pushes on a busy connection.
@@ -322,9 +321,7 @@ func (fc *fastConn) serve() {
 		// a deadline armed only when nothing was buffered expired under
 		// steady load, closing a busy connection IdleTimeout after it
 		// opened (TestFastPathBusyConnectionOutlivesIdleTimeout).
-		if fresh {
-			fresh = false
-		} else if now := time.Now(); now.Sub(fc.armedAt) > rearm {
+		if now := time.Now(); !hdrArmed && now.Sub(fc.armedAt) > rearm {
 			fc.c.SetReadDeadline(deadline(now))
 			fc.armedAt = now
 		}
@@ -345,14 +342,18 @@ func (fc *fastConn) serve() {
 				fc.c.Close()
 				return
 			}
-			// The hang-up detector below reads under the idle deadline.
-			now := time.Now()
-			fc.c.SetReadDeadline(deadline(now))
-			fc.armedAt = now
+			hdrArmed = true // to re-arm below
 		}
 		if res != fastWhole {
 			fc.giveUp()
 			return
+		}
+		if hdrArmed {
+			// The hang-up detector below reads under the idle deadline.
+			now := time.Now()
+			fc.c.SetReadDeadline(deadline(now))
+			fc.armedAt = now
+			hdrArmed = false
 		}
 		fc.br.Discard(n)
 		fc.s.served.Add(1)
