@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +42,8 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
 			&cli.BoolFlag{Name: "scale-from-zero", Value: true, Usage: "hold requests for a variant scaled to zero (autoscaling min_capacity 0) and ask the serai server to start it by writing Consul KV serai/wake/ (the router's only KV write); off: such requests get 503"},
 			&cli.IntFlag{Name: "hold-queue-length", Value: router.DefaultHoldQueueLength, Usage: "requests held per endpoint while a variant scales from zero; more get ModelNotReadyException (429)"},
+			&cli.StringFlag{Name: "memory-limit", DefaultText: "$NOMAD_MEMORY_LIMIT MiB, else " + formatBytes(router.DefaultMemoryLimit),
+				Usage: "memory the router may use (bytes, or with a unit: 128MiB, 1GiB, 500MB); sizes the request-body budget ((limit - 32MiB) / 2; requests beyond it get 429 ThrottlingException) and the Go runtime's soft memory limit (90% of it, unless GOMEMLIMIT is set)"},
 		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
 	}
@@ -107,6 +111,20 @@ func runRouter(c *cli.Context) error {
 	if c.Int("hold-queue-length") <= 0 {
 		return cli.Exit("serai router: --hold-queue-length must be positive", exitUsage)
 	}
+	memLimit, err := routerMemoryLimit(c.String("memory-limit"), os.Getenv("NOMAD_MEMORY_LIMIT"))
+	if err != nil {
+		return cli.Exit("serai router: "+err.Error(), exitUsage)
+	}
+	if memLimit < router.MinMemoryLimit {
+		return cli.Exit(fmt.Sprintf("serai router: --memory-limit %s is below the minimum of %s", formatBytes(memLimit), formatBytes(router.MinMemoryLimit)), exitUsage)
+	}
+	// The body budget bounds what the router holds; the soft limit makes
+	// the runtime collect before garbage takes the process past its limit
+	// (with GOGC=400 alone the heap may grow to five times what is live).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memLimit / 10 * 9)
+	}
+	log.Info("memory", "limit", formatBytes(memLimit), "body_budget", formatBytes(router.BodyBudget(memLimit)))
 	var waker *router.Waker
 	if c.Bool("scale-from-zero") {
 		who := c.String("advertise-addr")
@@ -124,6 +142,7 @@ func runRouter(c *cli.Context) error {
 		Logger:          log,
 		Timeout:         c.Duration("timeout"),
 		MaxInFlight:     c.Int64("max-in-flight"),
+		MemoryLimit:     memLimit,
 		SigV4Keys:       keys,
 		SigV4Region:     c.String("sigv4-region"),
 
@@ -181,4 +200,67 @@ func reloadOnHUP(ctx context.Context, path string, log hclog.Logger, reload func
 			log.Info("SigV4 keys reloaded", "keys_file", path)
 		}
 	}
+}
+
+// routerMemoryLimit is --memory-limit, else Nomad's NOMAD_MEMORY_LIMIT
+// (the task's memory in MiB), else router.DefaultMemoryLimit.
+func routerMemoryLimit(flag, nomadMiB string) (int64, error) {
+	if flag != "" {
+		n, err := parseBytes(flag)
+		if err != nil {
+			return 0, fmt.Errorf("--memory-limit: %w", err)
+		}
+		return n, nil
+	}
+	if nomadMiB != "" {
+		n, err := strconv.ParseInt(nomadMiB, 10, 64)
+		if err != nil || n <= 0 || n > 1<<30 {
+			return 0, fmt.Errorf("NOMAD_MEMORY_LIMIT %q is not a number of MiB; set --memory-limit", nomadMiB)
+		}
+		return n << 20, nil
+	}
+	return router.DefaultMemoryLimit, nil
+}
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"B", 1},
+}
+
+// parseBytes reads a size: a whole number of bytes, or one with a unit
+// (KiB, MiB, GiB, TiB or Ki.., binary; KB, MB, GB, TB, decimal; K, M, G, T
+// as Nomad and GOMEMLIMIT read them, binary).
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (a positive whole number with an optional unit: 128MiB, 1GiB, 500MB)", s)
+	}
+	return n * mult, nil
+}
+
+// formatBytes writes n in the largest binary unit that divides it.
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
 }
