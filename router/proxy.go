@@ -74,6 +74,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 	if rt.sigv4 != nil {
 		var ae *authError
 		if signed, ae = rt.sigv4.precheck(r); ae != nil {
+			closeUnreadBody(w, r)
 			rt.refuseAuth(w, name, ae)
 			return
 		}
@@ -99,6 +100,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 	}
 	if rt.cfg.Authenticate != nil && signed == nil {
 		if err := rt.cfg.Authenticate(r); err != nil {
+			closeUnreadBody(w, r)
 			e.em.errors4xx.Inc()
 			writeError(w, http.StatusForbidden, CodeAccessDenied, err.Error())
 			return
@@ -624,6 +626,17 @@ func (rt *Router) tooLarge(w http.ResponseWriter, n int64) {
 	// The rest of the body is never read: tell net/http not to try.
 	w.Header()["Connection"] = []string{"close"}
 	writeError(w, http.StatusRequestEntityTooLarge, CodeValidation, msg)
+}
+
+// closeUnreadBody makes an answer given before the request's body is read
+// close the connection, when the body may still be on its way (net/http;
+// the fast path has it whole). Otherwise net/http reads the rest of a
+// small body before it answers: a caller refused by its headers alone
+// would wait for the body it sends, or, sending none, for ReadTimeout.
+func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if _, whole := r.Body.(*bodyReader); !whole && r.ContentLength != 0 {
+		w.Header()["Connection"] = []string{"close"}
+	}
 }
 
 // bodyFirstBuf is the largest body buffered in one buffer taken before
