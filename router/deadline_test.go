@@ -250,3 +250,30 @@ func firstLine(b []byte) string {
 	l, _, _ := bytes.Cut(b, []byte("\r\n"))
 	return string(l)
 }
+
+// ReadTimeout bounds reading the request, not the model call after it: an
+// invocation on net/http whose model takes longer than ReadTimeout is
+// answered (net/http's hang-up detector reads under the request's read
+// deadline, and its timeout cancelled the request).
+func TestDeadlineReadTimeoutDoesNotCutModelCall(t *testing.T) {
+	m := model(t, "", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(800 * time.Millisecond)
+		io.WriteString(w, "slow")
+	})
+	e := newEnv(t, Config{ReadTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond})
+	routeTo(e.rt, "ep", addrOf(m), 5*time.Second)
+	for _, req := range []string{
+		fastReq,
+		"POST /endpoints/ep/invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+	} {
+		c := e.dial()
+		io.WriteString(c, req)
+		if code, body := readAnswer(t, bufio.NewReader(c)); code != 200 || body != "slow" {
+			t.Errorf("%d %q, want 200 slow", code, body)
+		}
+	}
+	if e.fast.handedOff.Load() != 1 {
+		t.Errorf("%d connections handed to net/http, want 1", e.fast.handedOff.Load())
+	}
+}

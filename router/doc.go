@@ -21,6 +21,16 @@
 // own HTTP/1.1 serving loop (fastserve.go), which hands every connection
 // it does not serve, and all TLS, to net/http's server.
 //
+// # Bounds
+//
+// Request bodies in flight are charged to a budget derived from the
+// process's memory limit (Config.MemoryLimit, BodyBudget); a request that
+// finds it spent is answered 429 ThrottlingException. Clients are held to
+// the net/http-style timeouts of Config (ReadHeaderTimeout, ReadTimeout,
+// WriteTimeout, IdleTimeout) on both serving paths, with a write deadline
+// per answer, so a client that stops reading or stalls mid-request loses
+// its connection instead of holding it and the model's.
+//
 // # Routing table
 //
 // Routes (routes.go) is the versioned JSON the control plane writes to
