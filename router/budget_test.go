@@ -2,7 +2,9 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,5 +51,39 @@ func TestSigV4HeadersCheckedBeforeBody(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// When the body budget is spent, a request the fast path read whole is
+// answered 429 ThrottlingException with Retry-After on a connection that
+// stays open (the client retries on it, not on a new one); on net/http,
+// whose body may still be arriving, the connection closes.
+func TestBudgetSpentAnswers(t *testing.T) {
+	m := model(t, "a", nil)
+	e := newEnv(t, Config{MaxBufferedBytes: 1 << 10}) // less than the smallest buffer
+	routeTo(e.rt, "ep", addrOf(m), 0)
+	c := e.dial()
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		io.WriteString(c, fastReq)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-Amzn-ErrorType") != CodeThrottling ||
+			resp.Header.Get("Retry-After") == "" || resp.Close {
+			t.Fatalf("request %d: %d %v, want 429 ThrottlingException with Retry-After, kept alive", i, resp.StatusCode, resp.Header)
+		}
+	}
+	// net/http: the connection closes.
+	resp, body := e.invoke("ep", bytes.Repeat([]byte("x"), 64<<10))
+	mustStatus(t, resp, body, http.StatusTooManyRequests)
+	if !resp.Close {
+		t.Error("net/http answer keeps a connection whose body was not read")
+	}
+	if n := e.metricLine(`serai_router_rejected_requests_total{reason="body_budget"}`); n != "3" {
+		t.Errorf("body_budget rejections counted %q, want 3", n)
 	}
 }

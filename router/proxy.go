@@ -155,7 +155,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 	}
 	if err == errBodyBudget {
 		e.em.errors4xx.Inc()
-		rt.bodyBudgetSpent(w)
+		rt.bodyBudgetSpent(w, r)
 		return
 	}
 	if err != nil {
@@ -654,12 +654,12 @@ const bodyBudgetRetryAfter = "1"
 // ThrottlingException, which the AWS SDKs retry with their throttling
 // back-off (a 503 would be retried too, but as a fault of the service, and
 // this is load the client can shed). The rest of the body is never read,
-// so the connection closes after the answer.
-func (rt *Router) bodyBudgetSpent(w http.ResponseWriter) {
+// so the connection closes after the answer, unless the fast path had the
+// body whole (a reconnection would only add to the load).
+func (rt *Router) bodyBudgetSpent(w http.ResponseWriter, r *http.Request) {
 	rt.m.rejBodyBudget.Inc()
-	h := w.Header()
-	h["Connection"] = []string{"close"}
-	h["Retry-After"] = []string{bodyBudgetRetryAfter}
+	closeUnreadBody(w, r)
+	w.Header()["Retry-After"] = []string{bodyBudgetRetryAfter}
 	writeError(w, http.StatusTooManyRequests, CodeThrottling, "The router is at its request memory limit; retry later.")
 }
 
