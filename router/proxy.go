@@ -689,7 +689,10 @@ func (rt *Router) readBody(r *http.Request) (bp *[]byte, body []byte, n int64, e
 		if len(b) == cap(b) {
 			nbp := rt.chargeBuf(int(min(2*int64(cap(b)), want)))
 			if nbp == nil {
-				return bp, nil, int64(len(b)), errBodyBudget
+				// Given back now, not after the answer: in a burst of
+				// large bodies, others are growing into the budget too.
+				rt.releaseBody(bp)
+				return nil, nil, int64(len(b)), errBodyBudget
 			}
 			nb := append((*nbp)[:0], b...)
 			rt.releaseBody(bp)

@@ -36,9 +36,9 @@ const (
 // tables, discovery, connection buffers: tens of MiB at a thousand
 // endpoints), request bodies held in flight (charged to the body budget),
 // and garbage between collections. Bodies get half of what is left after
-// the baseline, so the garbage a collection has not yet reclaimed (the
-// runtime's soft limit, set to the same MemoryLimit, makes it collect
-// before that half is used) still fits:
+// the baseline, so the garbage a collection has not yet reclaimed still
+// fits (`serai router` sets the runtime's soft limit to MemoryLimit less
+// the baseline, so it collects before that half is used):
 //
 //	BodyBudget = (MemoryLimit − MemoryBaseline) / 2
 //

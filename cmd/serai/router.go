@@ -43,7 +43,7 @@ func routerCommand() *cli.Command {
 			&cli.BoolFlag{Name: "scale-from-zero", Value: true, Usage: "hold requests for a variant scaled to zero (autoscaling min_capacity 0) and ask the serai server to start it by writing Consul KV serai/wake/ (the router's only KV write); off: such requests get 503"},
 			&cli.IntFlag{Name: "hold-queue-length", Value: router.DefaultHoldQueueLength, Usage: "requests held per endpoint while a variant scales from zero; more get ModelNotReadyException (429)"},
 			&cli.StringFlag{Name: "memory-limit", DefaultText: "$NOMAD_MEMORY_LIMIT MiB, else " + formatBytes(router.DefaultMemoryLimit),
-				Usage: "memory the router may use (bytes, or with a unit: 128MiB, 1GiB, 500MB); sizes the request-body budget ((limit - 32MiB) / 2; requests beyond it get 429 ThrottlingException) and the Go runtime's soft memory limit (90% of it, unless GOMEMLIMIT is set)"},
+				Usage: "memory the router may use (bytes, or with a unit: 128MiB, 1GiB, 500MB); sizes the request-body budget ((limit - 32MiB) / 2; requests beyond it get 429 ThrottlingException) and the Go runtime's soft memory limit (limit - 32MiB, unless GOMEMLIMIT is set)"},
 		}, logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...),
 		Action: runRouter,
 	}
@@ -121,8 +121,10 @@ func runRouter(c *cli.Context) error {
 	// The body budget bounds what the router holds; the soft limit makes
 	// the runtime collect before garbage takes the process past its limit
 	// (with GOGC=400 alone the heap may grow to five times what is live).
+	// It leaves out the baseline: the binary's own resident pages (about
+	// 20 MiB) count in the process's memory but not in the runtime's.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memLimit / 10 * 9)
+		debug.SetMemoryLimit(memLimit - router.MemoryBaseline)
 	}
 	log.Info("memory", "limit", formatBytes(memLimit), "body_budget", formatBytes(router.BodyBudget(memLimit)))
 	var waker *router.Waker

@@ -150,6 +150,7 @@ func TestRouterMemoryLimitBoundsRSS(t *testing.T) {
 
 	// Sample the router's RSS throughout.
 	pid := cmd.Process.Pid
+	baseRSS := procStatusBytes(t, pid, "VmRSS")
 	var peakRSS atomic.Int64
 	sampleCtx, stopSampling := context.WithCancel(context.Background())
 	sampled := make(chan struct{})
@@ -188,8 +189,9 @@ func TestRouterMemoryLimitBoundsRSS(t *testing.T) {
 	stopSampling()
 	<-sampled
 	hwm := procStatusBytes(t, pid, "VmHWM")
-	t.Logf("64 concurrent 6 MB invocations: %v, transport errors %d; peak VmRSS sampled %d MiB, VmHWM %d MiB (limit %d MiB)",
-		codes, len(errs), peakRSS.Load()>>20, hwm>>20, limit>>20)
+	t.Logf("64 concurrent 6 MB invocations: %v, transport errors %d; peak VmRSS sampled %d MiB, VmHWM %d MiB (limit %d MiB; before the burst %d MiB, now %d MiB anonymous + %d MiB file)",
+		codes, len(errs), peakRSS.Load()>>20, hwm>>20, limit>>20, baseRSS>>20,
+		procStatusBytes(t, pid, "RssAnon")>>20, procStatusBytes(t, pid, "RssFile")>>20)
 	for _, err := range errs {
 		t.Errorf("transport error: %v", err)
 	}
