@@ -13,12 +13,13 @@ var sizeUnits = []struct {
 }{
 	// Longest suffixes first so "GiB" is not read as "B".
 	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
 	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
 	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
 	{"B", 1},
 }
 
-// ParseSize reads a byte count such as "64GiB", "500MB", "1048576" or "2.5G".
+// ParseSize reads a byte count such as "64GiB", "128Mi", "500MB", "1048576" or "2.5G".
 // Single-letter suffixes are binary (as in Nomad's and du's habits).
 func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)

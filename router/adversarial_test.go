@@ -783,14 +783,22 @@ func TestAdvSlowBodiesDoNotExhaustInFlight(t *testing.T) {
 }
 
 // TestAdvBodyBudgetStillBounds: bodies that are actually sent still count,
-// and a body that cannot be buffered within the budget is a 503.
+// and a body that cannot be buffered within the budget is a 429
+// ThrottlingException with Retry-After (which the AWS SDKs retry with
+// back-off), counted.
 func TestAdvBodyBudgetStillBounds(t *testing.T) {
 	m := newScriptedModel(t, answer(okAnswer))
 	e := newEnv(t, Config{MaxBufferedBytes: 4 << 20})
 	e.rt.SetRoutes("raw", oneGen("raw", "v", 1))
 	e.rt.SetInstances("raw", []Instance{inst("r", m.addr, "v", 1)})
 	resp, body := e.invoke("raw", bytes.Repeat([]byte("x"), 5<<20))
-	mustStatus(t, resp, body, 503)
+	mustStatus(t, resp, body, 429)
+	if typ, ra := header(resp, "X-Amzn-ErrorType"), header(resp, "Retry-After"); typ != CodeThrottling || ra == "" {
+		t.Errorf("429 with error type %q, Retry-After %q", typ, ra)
+	}
+	if n := e.metricLine(`serai_router_rejected_requests_total{reason="body_budget"}`); n != "1" {
+		t.Errorf("body_budget rejections counted %q, want 1", n)
+	}
 	resp, body = e.invoke("raw", bytes.Repeat([]byte("x"), 1<<20))
 	mustStatus(t, resp, body, 200)
 	if n := e.rt.buffered.Load(); n != 0 {

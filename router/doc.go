@@ -23,6 +23,16 @@
 // (HTTP/1.1 only, certificate reloadable: server.go), so HTTPS takes the
 // same loop.
 //
+// # Bounds
+//
+// Request bodies in flight are charged to a budget derived from the
+// process's memory limit (Config.MemoryLimit, BodyBudget); a request that
+// finds it spent is answered 429 ThrottlingException. Clients are held to
+// the net/http-style timeouts of Config (ReadHeaderTimeout, ReadTimeout,
+// WriteTimeout, IdleTimeout) on both serving paths, with a write deadline
+// per answer, so a client that stops reading or stalls mid-request loses
+// its connection instead of holding it and the model's.
+//
 // # Routing table
 //
 // Routes (routes.go) is the versioned JSON the control plane writes to

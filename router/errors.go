@@ -17,6 +17,7 @@ const (
 	CodeInternalFailure    = "InternalFailure"
 	CodeAccessDenied       = "AccessDeniedException"
 	CodeUnknownOperation   = "UnknownOperationException"
+	CodeThrottling         = "ThrottlingException"
 )
 
 // ErrorBody is the JSON body of an error answer. OriginalStatusCode and

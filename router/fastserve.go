@@ -47,6 +47,20 @@ import (
 // Bytes it reads instead are the next (pipelined) request, dispatched once
 // the handler is done, so answers keep their order. The idle timeout is a
 // read deadline pushed forward at most once a second, not per request.
+//
+// Deadlines, from the net/http server's timeouts (the Router's Config):
+// a new connection must deliver its first request's head within
+// ReadHeaderTimeout, later ones come within IdleTimeout; a request that
+// has not arrived whole within splitWait of its first bytes goes to
+// net/http, whose ReadHeaderTimeout and ReadTimeout then bound the rest.
+// Every answer gets its own write deadline: the one its handler sets
+// (http.ResponseController.SetWriteDeadline: an invocation's is the model
+// timeout plus WriteTimeout), or else WriteTimeout from its first write,
+// armed by that write. One deadline call per request, and never a stale
+// one: a deadline an earlier request set once outlived it on a kept-alive
+// connection, and cut a later answer (TestDeadlineStaleAfterInvocationOnKeptAliveConnection).
+// A write that fails closes the connection at once, so a client that
+// stopped reading loses it at its deadline, not at the idle timeout.
 
 // connServer is what Serve runs: net/http's server, or fastServer in
 // front of one.
@@ -283,6 +297,13 @@ func (fc *fastConn) serve() {
 	if idleTimeout <= 0 {
 		idleTimeout = fc.s.srv.ReadTimeout // as net/http
 	}
+	// A new connection has sent nothing yet: like net/http, it gets
+	// ReadHeaderTimeout for its first request's head, not IdleTimeout.
+	hdrArmed := false
+	if hdrTimeout := fc.s.srv.ReadHeaderTimeout; hdrTimeout > 0 {
+		fc.c.SetReadDeadline(time.Now().Add(hdrTimeout))
+		hdrArmed = true
+	}
 	// Pushed forward at most once a second, and often enough that a short
 	// idle timeout cannot pass between two pushes on a busy connection.
 	rearm := idleRearm
@@ -302,7 +323,7 @@ func (fc *fastConn) serve() {
 		// a deadline armed only when nothing was buffered expired under
 		// steady load, closing a busy connection IdleTimeout after it
 		// opened (TestFastPathBusyConnectionOutlivesIdleTimeout).
-		if now := time.Now(); now.Sub(fc.armedAt) > rearm {
+		if now := time.Now(); !hdrArmed && now.Sub(fc.armedAt) > rearm {
 			fc.c.SetReadDeadline(deadline(now))
 			fc.armedAt = now
 		}
@@ -323,14 +344,18 @@ func (fc *fastConn) serve() {
 				fc.c.Close()
 				return
 			}
-			// The hang-up detector below reads under the idle deadline.
-			now := time.Now()
-			fc.c.SetReadDeadline(deadline(now))
-			fc.armedAt = now
+			hdrArmed = true // to re-arm below
 		}
 		if res != fastWhole {
 			fc.giveUp()
 			return
+		}
+		if hdrArmed {
+			// The hang-up detector below reads under the idle deadline.
+			now := time.Now()
+			fc.c.SetReadDeadline(deadline(now))
+			fc.armedAt = now
+			hdrArmed = false
 		}
 		fc.br.Discard(n)
 		fc.s.served.Add(1)
@@ -405,7 +430,10 @@ func (fc *fastConn) handle(done chan struct{}) {
 	for range fc.work {
 		fc.serveOne()
 		fc.busy.Store(false)
-		if fc.closing.Load() {
+		if fc.closing.Load() || fc.resp.writeFailed {
+			// A failed write (a client that stopped reading, past its
+			// deadline) leaves nothing to say on the connection: closing
+			// it here ends the reader's wait too.
 			fc.c.Close()
 		}
 		fc.idle <- struct{}{}
@@ -750,6 +778,8 @@ type fastResponse struct {
 	headOut     bool // the head is in buf (sent or about to be)
 	chunked     bool
 	closeAfter  bool
+	writeFailed bool
+	deadlineSet bool   // this answer's write deadline is armed
 	buf         []byte // bytes to send: head and, unless chunked, body
 	cbuf        []byte // chunked: body not yet framed
 	spare       []byte // writeHead's other buffer
@@ -773,6 +803,8 @@ func (w *fastResponse) reset() {
 	w.headOut = false
 	w.chunked = false
 	w.closeAfter = false
+	w.writeFailed = false
+	w.deadlineSet = false
 	w.written = 0
 	w.buf = w.buf[:0]
 	w.cbuf = w.cbuf[:0]
@@ -797,8 +829,32 @@ func (w *fastResponse) WriteHeader(code int) {
 	}
 }
 
-// SetWriteDeadline is for http.ResponseController.
-func (w *fastResponse) SetWriteDeadline(t time.Time) error { return w.fc.c.SetWriteDeadline(t) }
+// SetWriteDeadline is for http.ResponseController: the answer's deadline,
+// instead of WriteTimeout from its first write.
+func (w *fastResponse) SetWriteDeadline(t time.Time) error {
+	w.deadlineSet = true
+	return w.fc.c.SetWriteDeadline(t)
+}
+
+// conn is the connection to write the answer to, its write deadline armed.
+func (w *fastResponse) conn() net.Conn {
+	if !w.deadlineSet {
+		w.deadlineSet = true
+		var t time.Time // none, as net/http without WriteTimeout
+		if d := w.fc.s.srv.WriteTimeout; d > 0 {
+			t = time.Now().Add(d)
+		}
+		w.fc.c.SetWriteDeadline(t)
+	}
+	return w.fc.c
+}
+
+// failed records a write error: the connection is closed after the
+// handler (and the handler's next write fails at once).
+func (w *fastResponse) failed() {
+	w.closeAfter = true
+	w.writeFailed = true
+}
 
 func (w *fastResponse) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
@@ -821,10 +877,10 @@ func (w *fastResponse) Write(p []byte) (int, error) {
 		// A large body: what is buffered and p leave in one writev,
 		// without copying p.
 		bufs := net.Buffers{w.buf, p}
-		_, err := bufs.WriteTo(w.fc.c)
+		_, err := bufs.WriteTo(w.conn())
 		w.buf = w.buf[:0]
 		if err != nil {
-			w.closeAfter = true
+			w.failed()
 			return 0, err
 		}
 		return len(p), nil
@@ -890,14 +946,14 @@ func (w *fastResponse) sendChunk(last bool) error {
 }
 
 func (w *fastResponse) flush() error {
-	_, err := w.fc.c.Write(w.buf)
+	_, err := w.conn().Write(w.buf)
 	if cap(w.buf) > 128<<10 {
 		w.buf = nil
 	} else {
 		w.buf = w.buf[:0]
 	}
 	if err != nil {
-		w.closeAfter = true
+		w.failed()
 	}
 	return err
 }

@@ -44,6 +44,7 @@ type metrics struct {
 	rejMethod          prometheus.Counter
 	rejUnknownEndpoint prometheus.Counter
 	rejOverloaded      prometheus.Counter
+	rejBodyBudget      prometheus.Counter
 	rejNotSynced       prometheus.Counter
 	rejAuth            prometheus.Counter
 
@@ -183,6 +184,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 	m.rejMethod = m.rejected.WithLabelValues("bad_method")
 	m.rejUnknownEndpoint = m.rejected.WithLabelValues("unknown_endpoint")
 	m.rejOverloaded = m.rejected.WithLabelValues("overloaded")
+	m.rejBodyBudget = m.rejected.WithLabelValues("body_budget")
 	m.rejNotSynced = m.rejected.WithLabelValues("not_synced")
 	m.rejAuth = m.rejected.WithLabelValues("auth")
 	return m

@@ -29,10 +29,6 @@ const (
 // OriginalMessage; longer bodies are cut and their connection closed.
 const maxModelErrorBody = 64 << 10
 
-// writeGrace is how long past the model timeout a client may take to
-// receive its answer.
-const writeGrace = 30 * time.Second
-
 // ServeHTTP routes the SageMaker runtime API, /ping and /metrics.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
@@ -78,6 +74,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 	if rt.sigv4 != nil {
 		var ae *authError
 		if signed, ae = rt.sigv4.precheck(r); ae != nil {
+			closeUnreadBody(w, r)
 			rt.refuseAuth(w, name, ae)
 			return
 		}
@@ -103,6 +100,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 	}
 	if rt.cfg.Authenticate != nil && signed == nil {
 		if err := rt.cfg.Authenticate(r); err != nil {
+			closeUnreadBody(w, r)
 			e.em.errors4xx.Inc()
 			writeError(w, http.StatusForbidden, CodeAccessDenied, err.Error())
 			return
@@ -156,11 +154,8 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 		return
 	}
 	if err == errBodyBudget {
-		rt.m.rejOverloaded.Inc()
-		e.em.errors5xx.Inc()
-		// The rest of the body is never read: tell net/http not to try.
-		w.Header()["Connection"] = []string{"close"}
-		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
+		e.em.errors4xx.Inc()
+		rt.bodyBudgetSpent(w, r)
 		return
 	}
 	if err != nil {
@@ -253,12 +248,14 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 		rt.mirror(e, &req)
 	}
 
-	// Bound how long a client that stops reading can hold this request.
-	// Server.WriteTimeout (set by Serve) resets the deadline per request.
+	// Bound how long a client that stops reading can hold this request:
+	// the answer may wait for the model, then gets WriteTimeout to leave.
+	// The server (net/http's WriteTimeout, the fast path per request) sets
+	// WriteTimeout for answers that do not come here.
 	if stream {
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.cfg.StreamTimeout + writeGrace))
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.cfg.StreamTimeout + rt.cfg.WriteTimeout))
 	} else {
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + writeGrace))
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + rt.cfg.WriteTimeout))
 	}
 
 	ctx := r.Context()
@@ -631,11 +628,40 @@ func (rt *Router) tooLarge(w http.ResponseWriter, n int64) {
 	writeError(w, http.StatusRequestEntityTooLarge, CodeValidation, msg)
 }
 
+// closeUnreadBody makes an answer given before the request's body is read
+// close the connection, when the body may still be on its way (net/http;
+// the fast path has it whole). Otherwise net/http reads the rest of a
+// small body before it answers: a caller refused by its headers alone
+// would wait for the body it sends, or, sending none, for ReadTimeout.
+func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if _, whole := r.Body.(*bodyReader); !whole && r.ContentLength != 0 {
+		w.Header()["Connection"] = []string{"close"}
+	}
+}
+
 // bodyFirstBuf is the largest body buffered in one buffer taken before
 // any of it arrives; larger bodies grow into bigger buffers as they come.
 const bodyFirstBuf = 32 << 10
 
 var errBodyBudget = errors.New("body memory budget exhausted")
+
+// bodyBudgetRetryAfter is the Retry-After of a request refused for the
+// body budget: bodies in flight leave within a model call, and the AWS
+// SDKs back off on their own schedule anyway.
+const bodyBudgetRetryAfter = "1"
+
+// bodyBudgetSpent answers a request whose body the budget cannot hold: 429
+// ThrottlingException, which the AWS SDKs retry with their throttling
+// back-off (a 503 would be retried too, but as a fault of the service, and
+// this is load the client can shed). The rest of the body is never read,
+// so the connection closes after the answer, unless the fast path had the
+// body whole (a reconnection would only add to the load).
+func (rt *Router) bodyBudgetSpent(w http.ResponseWriter, r *http.Request) {
+	rt.m.rejBodyBudget.Inc()
+	closeUnreadBody(w, r)
+	w.Header()["Retry-After"] = []string{bodyBudgetRetryAfter}
+	writeError(w, http.StatusTooManyRequests, CodeThrottling, "The router is at its request memory limit; retry later.")
+}
 
 // readBody buffers the request body in pooled buffers, charging each
 // buffer's size to the router's body-memory budget (MaxBufferedBytes)
@@ -663,7 +689,10 @@ func (rt *Router) readBody(r *http.Request) (bp *[]byte, body []byte, n int64, e
 		if len(b) == cap(b) {
 			nbp := rt.chargeBuf(int(min(2*int64(cap(b)), want)))
 			if nbp == nil {
-				return bp, nil, int64(len(b)), errBodyBudget
+				// Given back now, not after the answer: in a burst of
+				// large bodies, others are growing into the budget too.
+				rt.releaseBody(bp)
+				return nil, nil, int64(len(b)), errBodyBudget
 			}
 			nb := append((*nbp)[:0], b...)
 			rt.releaseBody(bp)

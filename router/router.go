@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -20,6 +21,44 @@ const MaxBodyBytes = 6291456
 
 // DefaultStreamTimeout bounds a response stream when Config sets none.
 const DefaultStreamTimeout = 10 * time.Minute
+
+// Client timeouts when Config sets none (see Config.ReadHeaderTimeout).
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultReadTimeout: bodies are at most 6 MB; two minutes is generous
+	// for any client that is actually sending.
+	DefaultReadTimeout  = 2 * time.Minute
+	DefaultWriteTimeout = 30 * time.Second
+	DefaultIdleTimeout  = 2 * time.Minute
+)
+
+// Memory sizing. The router's memory is its baseline (runtime, routing
+// tables, discovery, connection buffers: tens of MiB at a thousand
+// endpoints), request bodies held in flight (charged to the body budget),
+// and garbage between collections. Bodies get half of what is left after
+// the baseline, so the garbage a collection has not yet reclaimed still
+// fits (`serai router` sets the runtime's soft limit to MemoryLimit less
+// the baseline, so it collects before that half is used):
+//
+//	BodyBudget = (MemoryLimit − MemoryBaseline) / 2
+//
+// 128 MiB (the router's Nomad job) gives 48 MiB: six 6 MB bodies at once
+// (each holds an 8 MiB buffer), or thousands of small ones.
+const (
+	// DefaultMemoryLimit is assumed when neither Config nor the
+	// environment says how much memory the router has.
+	DefaultMemoryLimit = 512 << 20
+	// MemoryBaseline is what the router holds besides request bodies.
+	MemoryBaseline = 32 << 20
+	// MinMemoryLimit leaves a budget of two maximum-size bodies (an 8 MiB
+	// buffer each): 64 MiB.
+	MinMemoryLimit = MemoryBaseline + 2*2*(8<<20)
+)
+
+// BodyBudget is the request-body budget (Config.MaxBufferedBytes) for a
+// process allowed memoryLimit bytes; negative when the limit is below the
+// baseline.
+func BodyBudget(memoryLimit int64) int64 { return (memoryLimit - MemoryBaseline) / 2 }
 
 // Config tunes a Router. The zero value of every field means its default.
 type Config struct {
@@ -39,12 +78,37 @@ type Config struct {
 	// slot only once its body has arrived, so idle or slow clients cannot
 	// hold slots.
 	MaxInFlight int64
+	// MemoryLimit is the memory the router's process may use (its Nomad
+	// job's memory, say); the body budget is derived from it when
+	// MaxBufferedBytes is not set (BodyBudget). Default DefaultMemoryLimit.
+	// The router does not enforce it on the Go runtime: `serai router`
+	// also sets it as the runtime's soft memory limit
+	// (runtime/debug.SetMemoryLimit), which a library must not do for its
+	// host.
+	MemoryLimit int64
 	// MaxBufferedBytes caps the memory held by request bodies in flight,
-	// shadow copies included (default 1 GiB). Bodies are buffered so a failed
-	// connection can be retried and a sample mirrored to shadow variants.
-	// The budget is charged by buffer capacity as bytes arrive (a 6 MB body
-	// holds an 8 MiB buffer), never from an announced Content-Length.
+	// shadow copies included (default BodyBudget(MemoryLimit)). Bodies are
+	// buffered so a failed connection can be retried and a sample mirrored
+	// to shadow variants. The budget is charged by buffer capacity as bytes
+	// arrive (a 6 MB body holds an 8 MiB buffer), never from an announced
+	// Content-Length. A request that finds it spent is answered 429
+	// ThrottlingException with Retry-After.
 	MaxBufferedBytes int64
+
+	// Client-side timeouts, as net/http's Server fields of the same names,
+	// on the fast path and on net/http alike. ReadHeaderTimeout (default
+	// 10 s) bounds reading a request's head and ReadTimeout (default 2 min)
+	// the whole request, from its first byte. WriteTimeout (default 30 s)
+	// bounds how long a client may take to receive its answer: from the
+	// request for answers the router gives itself, and on top of the model
+	// timeout (StreamTimeout for a response stream, where every write must
+	// also finish within it) for answers that wait for a model. A client
+	// that stops reading loses its connection then. IdleTimeout (default
+	// 2 min) closes a kept-alive connection with no request.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
 
 	// DialTimeout bounds connecting to an instance (default 2 s).
 	DialTimeout time.Duration
@@ -132,8 +196,23 @@ func (c *Config) setDefaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 10000
 	}
+	if c.MemoryLimit <= 0 {
+		c.MemoryLimit = DefaultMemoryLimit
+	}
 	if c.MaxBufferedBytes <= 0 {
-		c.MaxBufferedBytes = 1 << 30
+		c.MaxBufferedBytes = BodyBudget(c.MemoryLimit)
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 2 * time.Second
@@ -219,6 +298,10 @@ func New(cfg Config) (*Router, error) {
 	cfg.setDefaults()
 	if cfg.MaxBodyBytes > 64<<20 {
 		return nil, errors.New("router: MaxBodyBytes above 64 MiB is not supported")
+	}
+	if cfg.MemoryLimit < MinMemoryLimit {
+		return nil, fmt.Errorf("router: MemoryLimit %d bytes is below the minimum of %d MiB (the baseline and two 6 MB requests)",
+			cfg.MemoryLimit, MinMemoryLimit>>20)
 	}
 	rt := &Router{
 		cfg:         cfg,

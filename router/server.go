@@ -179,20 +179,26 @@ func serve(ctx context.Context, rt *Router, disc Discovery, cfg ServerConfig, se
 	return err
 }
 
-// newHTTPServer is the net/http server Serve runs behind the fast path.
-// Serve terminates TLS at the listener and passes tlsConf nil.
+// newHTTPServer is the net/http server Serve runs behind the fast path
+// (Serve terminates TLS at the listener and passes tlsConf nil). Its
+// timeouts are the Router's (Config.ReadHeaderTimeout and the rest; the
+// defaults for another handler), and the fast path reads them from it, so
+// both paths keep the same bounds.
 func newHTTPServer(h http.Handler, tlsConf *tls.Config, log hclog.Logger) *http.Server {
+	var cfg Config
+	if rt, ok := h.(*Router); ok {
+		cfg = rt.cfg
+	} else {
+		cfg.setDefaults()
+	}
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		// Bodies are at most 6 MB; two minutes is generous for any client
-		// that is actually sending.
-		ReadTimeout: 2 * time.Minute,
-		// Handlers shorten this per request (model timeout plus a grace
-		// period); the server-wide value only makes net/http reset the
-		// connection's write deadline before each request.
-		WriteTimeout:   MaxTimeout + writeGrace,
-		IdleTimeout:    2 * time.Minute,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		// Invocations move the deadline to the model timeout plus this
+		// (proxy.go); everything else must be written within it.
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: 64 << 10,
 		TLSConfig:      tlsConf,
 		ErrorLog:       log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),

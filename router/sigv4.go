@@ -106,9 +106,7 @@ func (rt *Router) authenticateEarly(w http.ResponseWriter, r *http.Request, name
 		rt.tooLarge(w, -1)
 		return false
 	case err == errBodyBudget:
-		rt.m.rejOverloaded.Inc()
-		w.Header()["Connection"] = []string{"close"}
-		writeError(w, http.StatusServiceUnavailable, CodeServiceUnavailable, "The router is at its request memory limit; retry later.")
+		rt.bodyBudgetSpent(w, r)
 		return false
 	case err != nil:
 		writeError(w, http.StatusBadRequest, CodeValidation, "Could not read the request body: "+err.Error())

@@ -57,10 +57,31 @@ type eventWriter struct {
 	rc  *http.ResponseController
 	enc *eventstream.Encoder
 	buf []byte // one framed PayloadPart
+
+	// Every write must finish within writeTimeout (a stream is long: the
+	// deadline its request set bounds only the whole of it, end), so a
+	// client that stops reading loses the stream then, not at its end.
+	// The deadline moves at most every writeTimeout/4, not per part.
+	writeTimeout time.Duration
+	end          time.Time
+	armedAt      time.Time
 }
 
-func newEventWriter(w http.ResponseWriter) *eventWriter {
-	return &eventWriter{w: w, rc: http.NewResponseController(w), enc: eventstream.NewEncoder()}
+func newEventWriter(w http.ResponseWriter, writeTimeout time.Duration, end time.Time) *eventWriter {
+	return &eventWriter{w: w, rc: http.NewResponseController(w), enc: eventstream.NewEncoder(),
+		writeTimeout: writeTimeout, end: end}
+}
+
+// arm moves the write deadline to writeTimeout from now (never past end).
+func (ew *eventWriter) arm() {
+	if now := time.Now(); now.Sub(ew.armedAt) > ew.writeTimeout/4 {
+		d := now.Add(ew.writeTimeout)
+		if d.After(ew.end) {
+			d = ew.end
+		}
+		ew.rc.SetWriteDeadline(d)
+		ew.armedAt = now
+	}
 }
 
 var (
@@ -135,6 +156,7 @@ func encodeInternalStreamFailure(enc *eventstream.Encoder, w io.Writer, msg stri
 // caller passes false only when the next part is already in hand.
 func (ew *eventWriter) part(p []byte, flush bool) error {
 	ew.buf = appendPayloadPart(ew.buf[:0], p)
+	ew.arm()
 	if _, err := ew.w.Write(ew.buf); err != nil {
 		return &errClientWrite{err}
 	}
@@ -148,6 +170,7 @@ func (ew *eventWriter) part(p []byte, flush bool) error {
 }
 
 func (ew *eventWriter) modelError(code, msg string) {
+	ew.arm()
 	if EncodeModelStreamError(ew.enc, ew.w, code, msg) == nil {
 		ew.rc.Flush()
 	}
@@ -389,7 +412,7 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 			return err
 		}
 		w.WriteHeader(http.StatusOK)
-		ew = newEventWriter(w)
+		ew = newEventWriter(w, rt.cfg.WriteTimeout, res.modelStart.Add(rt.cfg.StreamTimeout+rt.cfg.WriteTimeout))
 		res.started = true
 		// The first byte was bounded by the model timeout; the rest of the
 		// stream by the stream timeout.

@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/urfave/cli/v2"
 
+	"github.com/seraihq/serai/artifact"
 	"github.com/seraihq/serai/router"
 )
 
@@ -36,6 +38,8 @@ func routerCommand() *cli.Command {
 			&cli.StringFlag{Name: "sigv4-region", Usage: "with --sigv4-keys, the only region signatures may be scoped to (default: any)"},
 			&cli.BoolFlag{Name: "scale-from-zero", Value: true, Usage: "hold requests for a variant scaled to zero (autoscaling min_capacity 0) and ask the serai server to start it by writing Consul KV serai/wake/ (the router's only KV write); off: such requests get 503"},
 			&cli.IntFlag{Name: "hold-queue-length", Value: router.DefaultHoldQueueLength, Usage: "requests held per endpoint while a variant scales from zero; more get ModelNotReadyException (429)"},
+			&cli.StringFlag{Name: "memory-limit", DefaultText: "$NOMAD_MEMORY_LIMIT MiB, else " + artifact.FormatSize(router.DefaultMemoryLimit),
+				Usage: "memory the router may use (bytes, or with a unit: 128MiB, 1GiB, 500MB); sizes the request-body budget ((limit - 32MiB) / 2; requests beyond it get 429 ThrottlingException) and the Go runtime's soft memory limit (limit - 32MiB, unless GOMEMLIMIT is set)"},
 		}, append(tlsFlags(), logFlags("trace, debug, info, warn or error (debug logs one line per request)", false)...)...),
 		Action: runRouter,
 	}
@@ -104,6 +108,22 @@ func runRouter(c *cli.Context) error {
 	if c.Int("hold-queue-length") <= 0 {
 		return cli.Exit("serai router: --hold-queue-length must be positive", exitUsage)
 	}
+	memLimit, err := routerMemoryLimit(c.String("memory-limit"), os.Getenv("NOMAD_MEMORY_LIMIT"))
+	if err != nil {
+		return cli.Exit("serai router: "+err.Error(), exitUsage)
+	}
+	if memLimit < router.MinMemoryLimit {
+		return cli.Exit(fmt.Sprintf("serai router: --memory-limit %s is below the minimum of %s", artifact.FormatSize(memLimit), artifact.FormatSize(router.MinMemoryLimit)), exitUsage)
+	}
+	// The body budget bounds what the router holds; the soft limit makes
+	// the runtime collect before garbage takes the process past its limit
+	// (with GOGC=400 alone the heap may grow to five times what is live).
+	// It leaves out the baseline: the binary's own resident pages (about
+	// 20 MiB) count in the process's memory but not in the runtime's.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memLimit - router.MemoryBaseline)
+	}
+	log.Info("memory", "limit", artifact.FormatSize(memLimit), "body_budget", artifact.FormatSize(router.BodyBudget(memLimit)))
 	var waker *router.Waker
 	if c.Bool("scale-from-zero") {
 		who := c.String("advertise-addr")
@@ -121,6 +141,7 @@ func runRouter(c *cli.Context) error {
 		Logger:          log,
 		Timeout:         c.Duration("timeout"),
 		MaxInFlight:     c.Int64("max-in-flight"),
+		MemoryLimit:     memLimit,
 		SigV4Keys:       keys,
 		SigV4Region:     c.String("sigv4-region"),
 
@@ -161,4 +182,34 @@ func runRouter(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("serai router: %v", err), exitError)
 	}
 	return nil
+}
+
+// routerMemoryLimit is --memory-limit, else Nomad's NOMAD_MEMORY_LIMIT
+// (the task's memory in MiB), else router.DefaultMemoryLimit.
+func routerMemoryLimit(flag, nomadMiB string) (int64, error) {
+	if flag != "" {
+		n, err := parseBytes(flag)
+		if err != nil {
+			return 0, fmt.Errorf("--memory-limit: %w", err)
+		}
+		return n, nil
+	}
+	if nomadMiB != "" {
+		n, err := strconv.ParseInt(nomadMiB, 10, 64)
+		if err != nil || n <= 0 || n > 1<<30 {
+			return 0, fmt.Errorf("NOMAD_MEMORY_LIMIT %q is not a number of MiB; set --memory-limit", nomadMiB)
+		}
+		return n << 20, nil
+	}
+	return router.DefaultMemoryLimit, nil
+}
+
+// parseBytes reads a positive size: a byte count, or one with a unit
+// (artifact.ParseSize's: KiB, MiB, Mi, MB, M, ...).
+func parseBytes(s string) (int64, error) {
+	n, err := artifact.ParseSize(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size (a positive number with an optional unit: 128MiB, 1GiB, 500MB)", s)
+	}
+	return n, nil
 }
