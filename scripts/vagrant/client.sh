@@ -9,6 +9,11 @@ server=${1:?usage: client.sh SERVER_IP CLIENT_IP DATACENTER}
 ip=${2:?usage: client.sh SERVER_IP CLIENT_IP DATACENTER}
 dc=${3:?usage: client.sh SERVER_IP CLIENT_IP DATACENTER}
 
+# The demo's CA (server.sh made it): serai's servers and routers serve
+# TLS, and this agent's HTTPS checks of them verify against it.
+until curl -sf "http://$server:8500/v1/kv/serai-demo/ca.crt?raw" >/etc/serai-ca.crt.new; do sleep 2; done
+mv /etc/serai-ca.crt.new /etc/serai-ca.crt
+
 cat >/etc/consul.d/consul.hcl <<HCL
 datacenter           = "dc1"
 data_dir             = "/opt/consul"
@@ -16,6 +21,8 @@ bind_addr            = "$ip"
 client_addr          = "127.0.0.1"
 retry_join           = ["$server"]
 disable_update_check = true
+tls { defaults { ca_file = "/etc/serai-ca.crt" } }
+enable_agent_tls_for_checks = true
 HCL
 systemctl enable --now consul
 
@@ -62,7 +69,6 @@ curl -sf '127.0.0.1:8500/v1/health/service/serai-server?passing' |
   jq -r '.[0].Service | "https://\(.Address):\(.Port)"'
 SH
 chmod 0755 /usr/local/bin/serai-addr
-until curl -sf '127.0.0.1:8500/v1/kv/serai-demo/ca.crt?raw' >/etc/serai-ca.crt; do sleep 2; done
 
 cat >/etc/profile.d/serai.sh <<SH
 export NOMAD_ADDR=http://$server:4646

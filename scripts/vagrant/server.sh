@@ -9,6 +9,32 @@ set -euo pipefail
 
 ip=${1:?usage: server.sh SERVER_IP}
 
+# serai's own secrets (docs/operations.md, "Secure"): a private CA and TLS certificates
+# for the servers and routers, SigV4 keys for a user and an operator, and
+# the routers' session key. Made once; a re-provision keeps them.
+pki=/root/serai-pki
+if [ ! -f "$pki/ca.crt" ]; then
+  mkdir -p "$pki" && chmod 0700 "$pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+    -subj "/CN=serai demo CA" -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  # Every node may run a server or a router: one certificate each, naming
+  # the Consul service names and every node address of the cluster.
+  sans="DNS:serai-server.service.consul,DNS:serai-router.service.consul,IP:127.0.0.1,IP:$ip"
+  for h in 21 22 23 24 31 32 33 34; do sans="$sans,IP:192.168.56.$h"; done
+  for c in server router; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=serai-$c" \
+      -keyout "$pki/$c.key" -out "$pki/$c.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/$c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 365 -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$sans") \
+      -out "$pki/$c.crt" 2>/dev/null
+  done
+  printf 'AKIASERAIDEMOUSER001 %s\n' "$(openssl rand -hex 24)" >"$pki/user-keys"
+  printf 'AKIASERAIDEMOOPER001 %s\n' "$(openssl rand -hex 24)" >"$pki/operator-keys"
+  openssl rand -hex 32 >"$pki/session-key"
+  chmod 0600 "$pki"/*
+fi
+# The CA is public; Consul (its own user) reads this copy.
+install -m 0644 "$pki/ca.crt" /etc/consul.d/serai-ca.crt
 cat >/etc/consul.d/consul.hcl <<HCL
 datacenter           = "dc1"
 data_dir             = "/opt/consul"
@@ -18,6 +44,10 @@ bind_addr            = "$ip"
 client_addr          = "0.0.0.0"
 ui_config { enabled = true }
 disable_update_check = true
+# serai's servers and routers serve TLS: their HTTPS checks verify
+# against the demo's CA.
+tls { defaults { ca_file = "/etc/consul.d/serai-ca.crt" } }
+enable_agent_tls_for_checks = true
 HCL
 systemctl enable --now consul
 
@@ -82,30 +112,6 @@ done
 vault write auth/jwt-nomad/role/serai-server @/vagrant/deploy/vault/serai-server.role.json
 vault write auth/jwt-nomad/role/serai-router @/vagrant/deploy/vault/serai-router.role.json
 
-# serai's own secrets (deploy/README.md): a private CA and TLS certificates
-# for the servers and routers, SigV4 keys for a user and an operator, and
-# the routers' session key. Made once; a re-provision keeps them.
-pki=/root/serai-pki
-if [ ! -f "$pki/ca.crt" ]; then
-  mkdir -p "$pki" && chmod 0700 "$pki"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
-    -subj "/CN=serai demo CA" -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-  # Every node may run a server or a router: one certificate each, naming
-  # the Consul service names and every node address of the cluster.
-  sans="DNS:serai-server.service.consul,DNS:serai-router.service.consul,IP:127.0.0.1,IP:$ip"
-  for h in 21 22 23 24 31 32 33 34; do sans="$sans,IP:192.168.56.$h"; done
-  for c in server router; do
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=serai-$c" \
-      -keyout "$pki/$c.key" -out "$pki/$c.csr" 2>/dev/null
-    openssl x509 -req -in "$pki/$c.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-      -days 365 -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$sans") \
-      -out "$pki/$c.crt" 2>/dev/null
-  done
-  printf 'AKIASERAIDEMOUSER001 %s\n' "$(openssl rand -hex 24)" >"$pki/user-keys"
-  printf 'AKIASERAIDEMOOPER001 %s\n' "$(openssl rand -hex 24)" >"$pki/operator-keys"
-  openssl rand -hex 32 >"$pki/session-key"
-  chmod 0600 "$pki"/*
-fi
 vault kv put secret/serai/deploy/server \
   sigv4_keys=@"$pki/user-keys" operator_keys=@"$pki/operator-keys" \
   tls_cert=@"$pki/server.crt" tls_key=@"$pki/server.key" router_ca_cert=@"$pki/ca.crt" >/dev/null
