@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -99,28 +98,8 @@ func TestRouterMemoryLimitBoundsRSS(t *testing.T) {
 	registerInstance(t, consul.Client, "mem", mln.Addr().(*net.TCPAddr))
 
 	listen := testagents.FreeLoopbackAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "router", "--listen", listen, "--consul-addr", consul.Addr, "--register=false",
+	proc := startSeraiEnv(t, []string{"GOMEMLIMIT=", "GOGC="}, bin, "router", "--listen", listen, "--consul-addr", consul.Addr, "--register=false",
 		"--memory-limit", "128MiB", "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "GOMEMLIMIT=", "GOGC=")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("router log:\n%s", logs.String())
-		}
-	}()
 
 	url := "http://" + listen + "/endpoints/mem/invocations"
 	body := bytes.Repeat([]byte("x"), 6_000_000)
@@ -149,7 +128,7 @@ func TestRouterMemoryLimitBoundsRSS(t *testing.T) {
 	}
 
 	// Sample the router's RSS throughout.
-	pid := cmd.Process.Pid
+	pid := proc.cmd.Process.Pid
 	baseRSS := procStatusBytes(t, pid, "VmRSS")
 	var peakRSS atomic.Int64
 	sampleCtx, stopSampling := context.WithCancel(context.Background())

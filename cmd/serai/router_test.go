@@ -41,26 +41,8 @@ func TestRouterReloadsKeysOnSIGHUP(t *testing.T) {
 	}
 	writeKeys("AKIDOLD old-secret-0123456789")
 	listen, consul := testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "router", "--listen", listen, "--consul-addr", consul, "--register=false", "--sigv4-keys", keys)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("router log:\n%s", logs.String())
-		}
-	}()
+	proc := startSerai(t, bin, "router", "--listen", listen, "--consul-addr", consul, "--register=false", "--sigv4-keys", keys)
+	cmd, logs := proc.cmd, proc.logs
 
 	status := func(id, secret string) int {
 		body := []byte("1")

@@ -47,7 +47,16 @@ type seraiProc struct {
 
 func startSerai(t *testing.T, bin string, args ...string) *seraiProc {
 	t.Helper()
+	return startSeraiEnv(t, nil, bin, args...)
+}
+
+// startSeraiEnv is startSerai with env added to the test's environment.
+func startSeraiEnv(t *testing.T, env []string, bin string, args ...string) *seraiProc {
+	t.Helper()
 	p := &seraiProc{cmd: exec.Command(bin, args...), logs: &syncBuffer{}, done: make(chan error, 1)}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
