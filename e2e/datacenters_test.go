@@ -77,7 +77,7 @@ func TestDatacenters(t *testing.T) {
 	}
 
 	routerAddr := testagents.FreeLoopbackAddr(t)
-	startRouter(t, serai, routerAddr, cluster.Consul.Addr, dir)
+	startRouter(t, serai, routerAddr, cluster.Consul, dir)
 	writeDCRoutes(t, cluster.Consul.Client)
 	url := "http://" + routerAddr + "/endpoints/" + endpointName + "/invocations"
 

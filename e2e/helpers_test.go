@@ -44,7 +44,8 @@ func (s *seraiServer) kill() {
 }
 
 // startServer runs `serai server` as its own process, stopped (SIGINT)
-// and waited for when the test ends.
+// and waited for when the test ends. It talks to consul with the server's
+// token when consul runs with ACLs.
 func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul, vault *testagents.Vault, nomad *testagents.Nomad) *seraiServer {
 	t.Helper()
 	addr := testagents.FreeLoopbackAddr(t)
@@ -55,7 +56,7 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	}
 	cmd := exec.Command(serai, "server", "--listen", addr, "--id", id, "--serai-binary", serai,
 		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "CONSUL_HTTP_TOKEN="+consul.Tokens.Server, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
