@@ -159,6 +159,25 @@ func TrustedMeta(endpoint string, generation int, meta map[string]string) (ok bo
 	return true, ""
 }
 
+// TrustInstance says whether a passing instance of endpoint's service may
+// be routed to, or counted as healthy, and what its tags say. ownChecks is
+// how many health checks of its own (not its node's) it has: Consul
+// reports a service with no checks as passing, but nothing has seen it
+// answer. why names the first reason it is not trusted.
+func TrustInstance(endpoint string, tags []string, meta map[string]string, ownChecks int) (t InstanceTags, why string, ok bool) {
+	t, ok = ParseTags(tags)
+	if !ok {
+		return InstanceTags{}, "no valid variant/generation tags", false
+	}
+	if ok, why := TrustedMeta(endpoint, t.Generation, meta); !ok {
+		return InstanceTags{}, why, false
+	}
+	if ownChecks == 0 {
+		return InstanceTags{}, "no health check of its own", false
+	}
+	return t, "", true
+}
+
 // ModelPolicyPrefix starts every per-model Vault policy and JWT role name.
 const ModelPolicyPrefix = "serai-model-"
 

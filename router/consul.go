@@ -256,17 +256,9 @@ func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.Servic
 			node = e.Node.Node
 		}
 		id := node + "/" + e.Service.ID
-		tags, ok := contract.ParseTags(e.Service.Tags)
+		tags, why, ok := contract.TrustInstance(endpoint, e.Service.Tags, e.Service.Meta, ownChecks(e))
 		if !ok {
-			untrusted[id] = "no valid variant/generation tags"
-			continue
-		}
-		if ok, why := contract.TrustedMeta(endpoint, tags.Generation, e.Service.Meta); !ok {
 			untrusted[id] = why
-			continue
-		}
-		if !hasOwnCheck(e) {
-			untrusted[id] = "no health check of its own"
 			continue
 		}
 		host := e.Service.Address
@@ -290,15 +282,16 @@ func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.Servic
 	return insts
 }
 
-// hasOwnCheck: the entry has a check of its service (not only the node's).
+// ownChecks counts the entry's checks of its service (not its node's).
 // Entries come from a passing-only query, so every check it has passes.
-func hasOwnCheck(e *consulapi.ServiceEntry) bool {
+func ownChecks(e *consulapi.ServiceEntry) int {
+	n := 0
 	for _, c := range e.Checks {
-		if c != nil && c.ServiceID == e.Service.ID && c.ServiceID != "" {
-			return true
+		if c != nil && c.ServiceID != "" && c.ServiceID == e.Service.ID {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // reportUntrusted logs at warn each instance newly left out (or left out
