@@ -182,3 +182,26 @@ func TestServiceMetaTrust(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustInstance: an instance is trusted only with valid tags, the
+// meta of the generation they name, and a check of its own.
+func TestTrustInstance(t *testing.T) {
+	tags := InstanceTags{Variant: "a", Generation: 2, Model: "m"}.Format()
+	if got, why, ok := TrustInstance("e", tags, ServiceMeta("e", 2), 1); !ok || got.Variant != "a" || got.Generation != 2 {
+		t.Fatalf("genuine instance: %+v %q %v", got, why, ok)
+	}
+	for name, c := range map[string]struct {
+		tags   []string
+		meta   map[string]string
+		checks int
+	}{
+		"no checks":        {tags, ServiceMeta("e", 2), 0},
+		"no meta":          {tags, nil, 1},
+		"other generation": {tags, ServiceMeta("e", 1), 1},
+		"no tags":          {nil, ServiceMeta("e", 2), 1},
+	} {
+		if _, why, ok := TrustInstance("e", c.tags, c.meta, c.checks); ok || why == "" {
+			t.Errorf("%s: trusted (%q)", name, why)
+		}
+	}
+}
