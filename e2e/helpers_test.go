@@ -56,8 +56,9 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	}
 	cmd := exec.Command(serai, "server", "--listen", addr, "--id", id, "--serai-binary", serai,
 		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "CONSUL_HTTP_TOKEN="+consul.Tokens.Server, "NOMAD_ADDR="+nomad.Addr,
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
+	cmd.Env = withConsulToken(cmd.Env, consul.Tokens.Server)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start server: %v", err)
@@ -94,6 +95,15 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	}
 	t.Fatalf("server %s did not answer /ping on %s", id, addr)
 	return nil
+}
+
+// withConsulToken sets CONSUL_HTTP_TOKEN in env when token is given (an
+// agent with ACLs); otherwise env keeps whatever the caller has.
+func withConsulToken(env []string, token string) []string {
+	if token == "" {
+		return env
+	}
+	return append(env, "CONSUL_HTTP_TOKEN="+token)
 }
 
 func tail(b []byte, n int) []byte {

@@ -258,7 +258,7 @@ func startRouter(t *testing.T, serai, addr string, consul *testagents.Consul, di
 	}
 	cmd := exec.Command(serai, append([]string{"router", "--listen", addr, "--consul-addr", consul.Addr, "--log-level", "info"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "CONSUL_HTTP_TOKEN="+consul.Tokens.Router)
+	cmd.Env = withConsulToken(append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr), consul.Tokens.Router)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start router: %v", err)
 	}
