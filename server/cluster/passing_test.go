@@ -18,7 +18,9 @@ import (
 // a generation look healthy on a real Consul.
 func TestPassingCountsOnlyTrustedInstances(t *testing.T) {
 	c := testagents.StartConsul(t)
-	tags := func(gen int) []string { return contract.InstanceTags{Variant: "a", Generation: gen, Model: "m"}.Format() }
+	tags := func(gen int) []string {
+		return contract.InstanceTags{Variant: "a", Generation: gen, Model: "m"}.Format()
+	}
 	check := func(id string) *consulapi.AgentServiceCheck {
 		return &consulapi.AgentServiceCheck{CheckID: "c-" + id, TTL: "10m", Status: consulapi.HealthPassing}
 	}
