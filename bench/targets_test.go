@@ -127,6 +127,7 @@ func registerEndpoints(t *testing.T, c *consulapi.Client, bk *backends) {
 			err := c.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
 				ID: ep + "-" + inst, Name: contract.ServiceName(ep), Address: "127.0.0.1", Port: port,
 				Tags: contract.InstanceTags{Variant: inst, Generation: 1, Model: "bench"}.Format(),
+				Meta: contract.ServiceMeta(ep, 1),
 				Check: &consulapi.AgentServiceCheck{
 					HTTP: "http://127.0.0.1:" + strconv.Itoa(port) + "/ping", Interval: "10s", Status: consulapi.HealthPassing,
 				},

@@ -23,7 +23,8 @@ const ServicePrefix = "serai-"
 func ServiceName(endpoint string) string { return ServicePrefix + endpoint }
 
 // Instance tags the compiler writes on each model instance's service and
-// routers parse. Tags, not meta: Nomad-native services carry no meta.
+// routers parse. Routing reads tags (Nomad-native services carry no meta);
+// trust reads the service meta below.
 const (
 	TagVariant    = "variant="
 	TagGeneration = "generation="
@@ -120,6 +121,66 @@ func ParseJobID(id string) (endpoint string, generation int, ok bool) {
 		return "", 0, false
 	}
 	return endpoint, generation, true
+}
+
+// Service meta the compiler writes on each model instance's Consul service.
+// A router uses an instance only when its meta names the job ID and the
+// generation of a generation the routing table lists (JobID of the
+// endpoint and that generation), so a service registered under
+// serai-<endpoint> by anything but that generation's Nomad job takes no
+// traffic. The meta is not secret (anyone who can read the catalog sees
+// it); stopping a forged registration is the job of Consul ACLs
+// (docs/security.md). Consul meta keys allow only letters, digits, "_"
+// and "-", hence "_" where the job meta above uses ".".
+const (
+	ServiceMetaJobID      = "serai_job"
+	ServiceMetaGeneration = "serai_generation"
+	ServiceMetaEndpoint   = "serai_endpoint"
+)
+
+// ServiceMeta is the service meta of endpoint's instances in generation.
+func ServiceMeta(endpoint string, generation int) map[string]string {
+	return map[string]string{
+		ServiceMetaJobID:      JobID(endpoint, generation),
+		ServiceMetaGeneration: strconv.Itoa(generation),
+		ServiceMetaEndpoint:   endpoint,
+	}
+}
+
+// TrustedMeta reports whether an instance of endpoint whose tags say
+// generation carries the meta ServiceMeta(endpoint, generation) writes.
+// It returns the reason when not, for the router's log.
+func TrustedMeta(endpoint string, generation int, meta map[string]string) (ok bool, reason string) {
+	want := ServiceMeta(endpoint, generation)
+	for _, k := range []string{ServiceMetaJobID, ServiceMetaGeneration, ServiceMetaEndpoint} {
+		got, found := meta[k]
+		if !found {
+			return false, "service meta " + k + " is missing"
+		}
+		if got != want[k] {
+			return false, fmt.Sprintf("service meta %s is %q, want %q", k, got, want[k])
+		}
+	}
+	return true, ""
+}
+
+// TrustInstance says whether a passing instance of endpoint's service may
+// be routed to, or counted as healthy, and what its tags say. ownChecks is
+// how many health checks of its own (not its node's) it has: Consul
+// reports a service with no checks as passing, but nothing has seen it
+// answer. why names the first reason it is not trusted.
+func TrustInstance(endpoint string, tags []string, meta map[string]string, ownChecks int) (t InstanceTags, why string, ok bool) {
+	t, ok = ParseTags(tags)
+	if !ok {
+		return InstanceTags{}, "no valid variant/generation tags", false
+	}
+	if ok, why := TrustedMeta(endpoint, t.Generation, meta); !ok {
+		return InstanceTags{}, why, false
+	}
+	if ownChecks == 0 {
+		return InstanceTags{}, "no health check of its own", false
+	}
+	return t, "", true
 }
 
 // ModelPolicyPrefix starts every per-model Vault policy and JWT role name.

@@ -51,6 +51,10 @@ import (
 // Instances are matched to entries through their Consul tags: variant=<v>,
 // generation=<g>, and shadow=true for shadow variants. Instances of a
 // (generation, variant) that the table does not name take no traffic.
+// Generation g of the endpoint runs as Nomad job JobID(endpoint, g); the
+// table lists that job by listing g, and a router uses an instance only
+// when its service meta names that job and generation (TrustedMeta) and
+// it has a health check of its own that passes.
 //
 // Compatibility: fields may be added to version 1 (older routers ignore
 // them); any change that an older router would misread bumps the version.

@@ -153,3 +153,55 @@ func globMatch(glob, s string) bool {
 	}
 	return strings.HasPrefix(s, prefix)
 }
+
+// TestServiceMetaTrust: the meta the compiler writes is the meta routers
+// trust, and nothing else is: meta of another job, generation or endpoint,
+// or none at all.
+func TestServiceMetaTrust(t *testing.T) {
+	if ok, why := TrustedMeta("churn", 3, ServiceMeta("churn", 3)); !ok {
+		t.Fatalf("compiled meta not trusted: %s", why)
+	}
+	other := ServiceMeta("churn", 3)
+	other[ServiceMetaJobID] = JobID("churn", 4)
+	for name, meta := range map[string]map[string]string{
+		"none":             nil,
+		"other generation": ServiceMeta("churn", 4),
+		"other endpoint":   ServiceMeta("churn-x", 3),
+		"other job":        other,
+		"only job ID":      {ServiceMetaJobID: JobID("churn", 3)},
+	} {
+		if ok, _ := TrustedMeta("churn", 3, meta); ok {
+			t.Errorf("%s: trusted", name)
+		}
+	}
+	for k := range ServiceMeta("e", 1) {
+		for _, c := range k {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				t.Errorf("meta key %q: Consul allows only letters, digits, _ and -", k)
+			}
+		}
+	}
+}
+
+// TestTrustInstance: an instance is trusted only with valid tags, the
+// meta of the generation they name, and a check of its own.
+func TestTrustInstance(t *testing.T) {
+	tags := InstanceTags{Variant: "a", Generation: 2, Model: "m"}.Format()
+	if got, why, ok := TrustInstance("e", tags, ServiceMeta("e", 2), 1); !ok || got.Variant != "a" || got.Generation != 2 {
+		t.Fatalf("genuine instance: %+v %q %v", got, why, ok)
+	}
+	for name, c := range map[string]struct {
+		tags   []string
+		meta   map[string]string
+		checks int
+	}{
+		"no checks":        {tags, ServiceMeta("e", 2), 0},
+		"no meta":          {tags, nil, 1},
+		"other generation": {tags, ServiceMeta("e", 1), 1},
+		"no tags":          {nil, ServiceMeta("e", 2), 1},
+	} {
+		if _, why, ok := TrustInstance("e", c.tags, c.meta, c.checks); ok || why == "" {
+			t.Errorf("%s: trusted (%q)", name, why)
+		}
+	}
+}

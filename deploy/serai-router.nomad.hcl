@@ -132,6 +132,17 @@ job "serai-router" {
         data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_key }}{{ end }}"
       }
 
+      # With Consul ACLs on, the task's Consul token (the serai-router
+      # policy in deploy/consul) from the same secret, field consul_token;
+      # absent, no token is set.
+      template {
+        destination = "secrets/consul.env"
+        env         = true
+        perms       = "0600"
+        change_mode = "restart"
+        data        = "{{ with secret \"${var.secrets_path}\" }}{{ if .Data.data.consul_token }}CONSUL_HTTP_TOKEN={{ .Data.data.consul_token }}{{ end }}{{ end }}\n"
+      }
+
       # SIGTERM drains in-flight requests before the router exits.
       kill_signal  = "SIGTERM"
       kill_timeout = "30s"

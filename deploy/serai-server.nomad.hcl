@@ -175,6 +175,17 @@ job "serai-server" {
         data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.router_ca_cert }}{{ end }}"
       }
 
+      # With Consul ACLs on, the task's Consul token (the serai-server
+      # policy in deploy/consul) from the same secret, field consul_token;
+      # absent, no token is set.
+      template {
+        destination = "secrets/consul.env"
+        env         = true
+        perms       = "0600"
+        change_mode = "restart"
+        data        = "{{ with secret \"${var.secrets_path}\" }}{{ if .Data.data.consul_token }}CONSUL_HTTP_TOKEN={{ .Data.data.consul_token }}{{ end }}{{ end }}\n"
+      }
+
       # The server registers itself in Consul as serai-server with a TTL
       # check its leader session depends on; no Nomad service block, so
       # it is not registered twice.

@@ -177,7 +177,7 @@ func newAutoscaleStack(t *testing.T, ctx context.Context, routerFlags ...string)
 	as.sum = uploadArtifact(t, ctx, as.store, filepath.Join(out, "model.tar.gz"), "iris/v1/model.tar.gz")
 	as.routers = []string{testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)}
 	for _, addr := range as.routers {
-		startRouter(t, as.serai, addr, as.consul.Addr, as.dir, routerFlags...)
+		startRouter(t, as.serai, addr, as.consul, as.dir, routerFlags...)
 	}
 	as.promAddr = startPrometheus(t, prom, as.dir, as.consul.Client)
 	startAutoscaler(t, autoscaler, as.dir, as.nomad.Addr, "http://"+as.promAddr)

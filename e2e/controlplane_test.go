@@ -36,7 +36,7 @@ func TestControlPlane(t *testing.T) {
 	sums := st.trainIris(t, ctx)
 
 	routerAddr := testagents.FreeLoopbackAddr(t)
-	startRouter(t, serai, routerAddr, consul.Addr, dir)
+	startRouter(t, serai, routerAddr, consul, dir)
 	url := "http://" + routerAddr + "/endpoints/" + endpointName + "/invocations"
 
 	servers := []*seraiServer{

@@ -48,7 +48,7 @@ const (
 // load through the router: placement and balance across datacenters, the
 // loss and return of a whole datacenter, and a rolling image update.
 func TestDatacenters(t *testing.T) {
-	cluster := testagents.StartCluster(t, testagents.ClusterOptions{Vault: true, Docker: true})
+	cluster := testagents.StartCluster(t, testagents.ClusterOptions{Vault: true, Docker: true, ConsulACL: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -77,7 +77,7 @@ func TestDatacenters(t *testing.T) {
 	}
 
 	routerAddr := testagents.FreeLoopbackAddr(t)
-	startRouter(t, serai, routerAddr, cluster.Consul.Addr, dir)
+	startRouter(t, serai, routerAddr, cluster.Consul, dir)
 	writeDCRoutes(t, cluster.Consul.Client)
 	url := "http://" + routerAddr + "/endpoints/" + endpointName + "/invocations"
 

@@ -44,11 +44,14 @@ func TestDeployJobs(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	// The deployed server and router serve TLS from a private CA, and
-	// Consul checks them over HTTPS verifying their certificates, so the
-	// agent trusts that CA (docs/operations.md, "Secure").
+	// Consul as a cluster runs it: ACLs on (default deny), the jobs' tasks
+	// with the tokens of deploy/consul's policies, handed to them through
+	// Vault like their other secrets. The deployed server and router serve
+	// TLS from a private CA, and Consul checks them over HTTPS verifying
+	// their certificates, so the agent trusts that CA (docs/operations.md,
+	// "Secure").
 	ca := tlstest.NewCA(t, "serai deploy test CA")
-	s := newStackWith(t, ctx, testagents.ConsulOptions{CheckCAFile: ca.File})
+	s := newStackWith(t, ctx, testagents.ConsulOptions{ACL: true, CheckCAFile: ca.File})
 	sums := s.trainIris(t, ctx)
 	nomadEnv := append(os.Environ(), "NOMAD_ADDR="+s.nomad.Addr)
 	nomadCmd := func(t *testing.T, args ...string) string {
@@ -124,14 +127,16 @@ func TestDeployJobs(t *testing.T) {
 		"tls_cert":       string(serverCert),
 		"tls_key":        string(serverKey),
 		"router_ca_cert": string(caPEM),
+		"consul_token":   s.consul.Tokens.Server,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.vault.Client.KVv2("secret").Put(ctx, "serai/deploy/router", map[string]any{
-		"sigv4_keys":  userKey + " " + userSecret + "\n",
-		"session_key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-		"tls_cert":    string(routerCert),
-		"tls_key":     string(routerKey),
+		"sigv4_keys":   userKey + " " + userSecret + "\n",
+		"session_key":  "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+		"tls_cert":     string(routerCert),
+		"tls_key":      string(routerKey),
+		"consul_token": s.consul.Tokens.Router,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,8 @@ func (s *seraiServer) kill() {
 }
 
 // startServer runs `serai server` as its own process, with extra flags,
-// stopped (SIGINT) and waited for when the test ends.
+// stopped (SIGINT) and waited for when the test ends. It talks to consul
+// with the server's token when consul runs with ACLs.
 func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul, vault *testagents.Vault, nomad *testagents.Nomad, extra ...string) *seraiServer {
 	t.Helper()
 	addr := testagents.FreeLoopbackAddr(t)
@@ -58,6 +59,7 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 		"--tick", "250ms", "--drain-period", "2s", "--log-level", "debug", "--allow-drivers", "raw_exec,exec,docker"}, extra...)...)
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr, "NOMAD_ADDR="+nomad.Addr,
 		"VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token)
+	cmd.Env = withConsulToken(cmd.Env, consul.Tokens.Server)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start server: %v", err)
@@ -94,6 +96,15 @@ func startServer(t *testing.T, serai, id, dir string, consul *testagents.Consul,
 	}
 	t.Fatalf("server %s did not answer /ping on %s", id, addr)
 	return nil
+}
+
+// withConsulToken sets CONSUL_HTTP_TOKEN in env when token is given (an
+// agent with ACLs); otherwise env keeps whatever the caller has.
+func withConsulToken(env []string, token string) []string {
+	if token == "" {
+		return env
+	}
+	return append(env, "CONSUL_HTTP_TOKEN="+token)
 }
 
 func tail(b []byte, n int) []byte {

@@ -98,7 +98,7 @@ func TestSlice(t *testing.T) {
 	// Router first, so the clock from register to first answer includes
 	// only what Nomad, Vault, the fetch and Consul take.
 	routerAddr := testagents.FreeLoopbackAddr(t)
-	startRouter(t, serai, routerAddr, consul.Addr, dir)
+	startRouter(t, serai, routerAddr, consul, dir)
 	writeRoutes(t, consul.Client, 1)
 
 	// The clock runs from register to the first answer through the router;
@@ -247,17 +247,18 @@ endpoint %q {
 }
 
 // startRouter runs `serai router` as its own process, stopped with SIGTERM
-// (and waited for) when the test ends; extra are more router flags.
-func startRouter(t *testing.T, serai, addr, consulAddr, dir string, extra ...string) {
+// (and waited for) when the test ends; extra are more router flags. It
+// talks to consul with the router's token when consul runs with ACLs.
+func startRouter(t *testing.T, serai, addr string, consul *testagents.Consul, dir string, extra ...string) {
 	t.Helper()
 	logPath := filepath.Join(dir, "router-"+strings.NewReplacer(":", "-").Replace(addr)+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(serai, append([]string{"router", "--listen", addr, "--consul-addr", consulAddr, "--log-level", "info"}, extra...)...)
+	cmd := exec.Command(serai, append([]string{"router", "--listen", addr, "--consul-addr", consul.Addr, "--log-level", "info"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consulAddr)
+	cmd.Env = withConsulToken(append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.Addr), consul.Tokens.Router)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start router: %v", err)
 	}

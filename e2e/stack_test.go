@@ -9,8 +9,8 @@ import (
 	"github.com/seraihq/serai/internal/testagents"
 )
 
-// stack is what the single-datacenter suites start from: Consul, Vault
-// (OpenBao) and Nomad on loopback, the serai and model-server binaries
+// stack is what the single-datacenter suites start from: Consul (ACLs
+// on, default deny), Vault (OpenBao) and Nomad on loopback, the serai and model-server binaries
 // built from the checkout, and an S3-protocol store whose keys are in
 // Vault where the fetch task's template reads them.
 type stack struct {
@@ -25,13 +25,15 @@ type stack struct {
 
 func newStack(t *testing.T, ctx context.Context) *stack {
 	t.Helper()
-	return newStackWith(t, ctx, testagents.ConsulOptions{})
+	// Consul runs as a cluster should: ACLs on, default deny, each part
+	// with the token of its policy in deploy/consul and nothing more.
+	return newStackWith(t, ctx, testagents.ConsulOptions{ACL: true})
 }
 
-// newStackWith is newStack with Consul started with opts.
-func newStackWith(t *testing.T, ctx context.Context, opts testagents.ConsulOptions) *stack {
+// newStackWith is newStack with Consul started with copts.
+func newStackWith(t *testing.T, ctx context.Context, copts testagents.ConsulOptions) *stack {
 	t.Helper()
-	s := &stack{consul: testagents.StartConsulWith(t, opts)}
+	s := &stack{consul: testagents.StartConsulWith(t, copts)}
 	s.vault = testagents.StartVault(t)
 	s.nomad = testagents.StartNomad(t, testagents.NomadOptions{Consul: s.consul, Vault: s.vault})
 	s.dir = t.TempDir()

@@ -72,7 +72,7 @@ func TestStoreKeysUnreachable(t *testing.T) {
 	must(t, os.WriteFile(users, []byte(userAKey+" "+userASec+"\n"+userBKey+" "+userBSec+"\n"), 0o600))
 	must(t, os.WriteFile(ops, []byte(opKey+" "+opSec+"\n"), 0o600))
 	srv := startServer(t, st.serai, "stores", st.dir, st.consul, st.vault, st.nomad, "--sigv4-keys", users, "--operator-keys", ops)
-	startRouter(t, st.serai, testagents.FreeLoopbackAddr(t), st.consul.Addr, st.dir)
+	startRouter(t, st.serai, testagents.FreeLoopbackAddr(t), st.consul, st.dir)
 
 	// The operator defines both stores with `serai store put`.
 	storeA := fmt.Sprintf(`artifact_store %q {

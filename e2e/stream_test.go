@@ -102,7 +102,7 @@ endpoint %[6]q {
 	}
 	routerA, routerB := testagents.FreeLoopbackAddr(t), testagents.FreeLoopbackAddr(t)
 	for _, addr := range []string{routerA, routerB} {
-		startRouter(t, serai, addr, consul.Addr, dir, "--session-key-file", keyFile, "--register=false")
+		startRouter(t, serai, addr, consul, dir, "--session-key-file", keyFile, "--register=false")
 	}
 	writeGenRoutes(t, consul.Client)
 

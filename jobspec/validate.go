@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/seraihq/serai/contract"
 	"github.com/seraihq/serai/internal/instancetypes"
 	"github.com/seraihq/serai/internal/names"
 )
@@ -351,11 +352,13 @@ func (v *validator) variant(c *EndpointConfig, vr *Variant) {
 func (v *validator) endpoint(e *Endpoint) {
 	what := fmt.Sprintf("endpoint %q", e.Name)
 	v.name("endpoint", e.Name, e.DefRange)
-	if strings.EqualFold(e.Name, "router") {
+	if strings.EqualFold(e.Name, "router") || strings.EqualFold(e.Name, "server") {
+		// Consul service names are case-insensitive.
+		own := contract.ServiceName(strings.ToLower(e.Name))
 		v.diags = append(v.diags, &hcl.Diagnostic{
 			Severity: hcl.DiagError,
 			Summary:  "Reserved endpoint name",
-			Detail:   fmt.Sprintf("%s: its instances would register as Consul service \"serai-router\", the name serai's routers register under, and clients would mistake them for routers. Choose another name.", what),
+			Detail:   fmt.Sprintf("%s: its instances would register as Consul service %q, the name serai's own %ss register under: clients would mistake them for serai's, and Consul's ACLs (deploy/consul) keep Nomad from registering it. Choose another name.", what, own, strings.ToLower(e.Name)),
 			Subject:  e.DefRange.Ptr(),
 		})
 	}

@@ -141,6 +141,8 @@ func TestValidationRules(t *testing.T) {
 			"Invalid capture", `"headers"`, 21, 15},
 		{"reserved endpoint name", baseStore + baseModel + strings.Replace(cfg(oneVariant), `endpoint "e"`, `endpoint "router"`, 1),
 			"Reserved endpoint name", "serai-router", 20, 1},
+		{"reserved endpoint name server", baseStore + baseModel + strings.Replace(cfg(oneVariant), `endpoint "e"`, `endpoint "Server"`, 1),
+			"Reserved endpoint name", "serai-server", 20, 1},
 		{"store endpoint", strings.Replace(baseStore, "http://127.0.0.1:9000", "127.0.0.1:9000", 1) + baseModel + cfg(oneVariant),
 			"Invalid endpoint", "http:// or https://", 3, 16},
 	}

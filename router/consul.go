@@ -49,6 +49,11 @@ type ConsulConfig struct {
 type ConsulDiscovery struct {
 	cfg ConsulConfig
 	log hclog.Logger
+
+	// untrusted holds, per endpoint, the instances left out last time
+	// and why, so each is logged once while it stays registered.
+	mu        sync.Mutex
+	untrusted map[string]map[string]string
 }
 
 // NewConsulDiscovery returns a Discovery backed by Consul.
@@ -71,7 +76,7 @@ func NewConsulDiscovery(cfg ConsulConfig) *ConsulDiscovery {
 	if cfg.EndpointWatches == 0 {
 		cfg.EndpointWatches = 64
 	}
-	return &ConsulDiscovery{cfg: cfg, log: cfg.Logger.Named("consul")}
+	return &ConsulDiscovery{cfg: cfg, log: cfg.Logger.Named("consul"), untrusted: map[string]map[string]string{}}
 }
 
 const kvSource = "consul/kv"
@@ -170,6 +175,7 @@ func (d *ConsulDiscovery) Run(ctx context.Context, sink Sink) error {
 				stopWatch(name)
 			}
 			delete(tables, name)
+			d.forgetUntrusted(name, sink)
 			sink.SetInstances(name, nil)
 			sink.SetRoutes(name, nil)
 			sink.ForgetSource(healthSource(name))
@@ -223,7 +229,7 @@ func (d *ConsulDiscovery) watchHealth(ctx context.Context, endpoint string, sink
 		if err != nil {
 			return
 		}
-		insts := d.instances(endpoint, res.([]*consulapi.ServiceEntry))
+		insts := d.instances(endpoint, res.([]*consulapi.ServiceEntry), sink)
 		if first || !slices.Equal(insts, last) {
 			sink.SetInstances(endpoint, insts)
 			last, first = insts, false
@@ -232,16 +238,27 @@ func (d *ConsulDiscovery) watchHealth(ctx context.Context, endpoint string, sink
 }
 
 // instances turns endpoint's passing service entries into Instances,
-// sorted by ID.
-func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.ServiceEntry) []Instance {
+// sorted by ID. It leaves out, counts and logs once the entries it cannot
+// trust: Consul calls a service with no checks passing, but nothing has
+// seen it answer, and an entry whose meta does not name the job and
+// generation its tags claim was not registered by that generation's Nomad
+// job. Filtering here, when the table is built, keeps the request path
+// as it was.
+func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.ServiceEntry, sink Sink) []Instance {
 	var insts []Instance
+	untrusted := map[string]string{} // instance ID → why
 	for _, e := range entries {
 		if e.Service == nil {
 			continue
 		}
-		tags, ok := contract.ParseTags(e.Service.Tags)
+		node := ""
+		if e.Node != nil {
+			node = e.Node.Node
+		}
+		id := node + "/" + e.Service.ID
+		tags, why, ok := contract.TrustInstance(endpoint, e.Service.Tags, e.Service.Meta, ownChecks(e))
 		if !ok {
-			d.log.Debug("instance without valid variant/generation tags ignored", "endpoint", endpoint, "service_id", e.Service.ID)
+			untrusted[id] = why
 			continue
 		}
 		host := e.Service.Address
@@ -251,12 +268,8 @@ func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.Servic
 		if host == "" || e.Service.Port <= 0 {
 			continue
 		}
-		node := ""
-		if e.Node != nil {
-			node = e.Node.Node
-		}
 		insts = append(insts, Instance{
-			ID:         node + "/" + e.Service.ID,
+			ID:         id,
 			Address:    net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
 			Variant:    tags.Variant,
 			Generation: tags.Generation,
@@ -265,7 +278,52 @@ func (d *ConsulDiscovery) instances(endpoint string, entries []*consulapi.Servic
 		})
 	}
 	slices.SortFunc(insts, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	d.reportUntrusted(endpoint, untrusted, sink)
 	return insts
+}
+
+// ownChecks counts the entry's checks of its service (not its node's).
+// Entries come from a passing-only query, so every check it has passes.
+func ownChecks(e *consulapi.ServiceEntry) int {
+	n := 0
+	for _, c := range e.Checks {
+		if c != nil && c.ServiceID != "" && c.ServiceID == e.Service.ID {
+			n++
+		}
+	}
+	return n
+}
+
+// reportUntrusted logs at warn each instance newly left out (or left out
+// for a new reason) and hands the count to the sink.
+func (d *ConsulDiscovery) reportUntrusted(endpoint string, now map[string]string, sink Sink) {
+	d.mu.Lock()
+	before := d.untrusted[endpoint]
+	for id, why := range now {
+		if before[id] != why {
+			d.log.Warn("ignoring an instance the router cannot trust; check who registers this service (docs/security.md, Consul ACLs)",
+				"endpoint", endpoint, "service", ServiceName(endpoint), "instance", id, "reason", why)
+		}
+	}
+	if len(now) == 0 {
+		delete(d.untrusted, endpoint)
+	} else {
+		d.untrusted[endpoint] = now
+	}
+	d.mu.Unlock()
+	if c, ok := sink.(UntrustedCounter); ok {
+		c.SetUntrusted(endpoint, len(now))
+	}
+}
+
+// forgetUntrusted drops a removed endpoint's untrusted instances.
+func (d *ConsulDiscovery) forgetUntrusted(endpoint string, sink Sink) {
+	d.mu.Lock()
+	delete(d.untrusted, endpoint)
+	d.mu.Unlock()
+	if c, ok := sink.(UntrustedCounter); ok {
+		c.SetUntrusted(endpoint, 0)
+	}
 }
 
 const (
@@ -436,12 +494,14 @@ func (s *sharedHealth) run(ctx context.Context) {
 					}
 					return
 				}
-				insts := s.d.instances(ep, entries)
 				s.mu.Lock()
 				defer s.mu.Unlock()
 				if _, ok := s.endpoints[ep]; !ok || ctx.Err() != nil {
 					return // no longer watched
 				}
+				// Under s.mu, so a removed endpoint's untrusted count,
+				// once cleared, stays cleared.
+				insts := s.d.instances(ep, entries, s.sink)
 				s.endpoints[ep] = prints[ep]
 				s.sink.SetInstances(ep, insts)
 			}(ep)

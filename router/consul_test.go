@@ -38,7 +38,7 @@ func putRoutes(t *testing.T, c *consulapi.Client, r *Routes) {
 }
 
 // registerModel registers a model instance the way Nomad does (service
-// serai-<endpoint>, variant/generation/model tags) with a TTL check the test
+// serai-<endpoint>, variant/generation/model tags, job meta) with a TTL check the test
 // can flip.
 func registerModel(t *testing.T, c *consulapi.Client, endpoint, id, addr, variant string, gen int) {
 	t.Helper()
@@ -53,6 +53,7 @@ func registerModel(t *testing.T, c *consulapi.Client, endpoint, id, addr, varian
 		Address: host,
 		Port:    p,
 		Tags:    []string{contract.TagVariant + variant, contract.TagGeneration + itoa(gen), contract.TagModel + "m-" + variant},
+		Meta:    contract.ServiceMeta(endpoint, gen),
 		Check:   &consulapi.AgentServiceCheck{CheckID: "check-" + id, TTL: "10m", Status: consulapi.HealthPassing},
 	})
 	if err != nil {

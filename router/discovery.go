@@ -23,7 +23,11 @@ type Instance struct {
 // Contract for implementations:
 //   - Run blocks until ctx is done and then returns ctx.Err().
 //   - Every call on the Sink replaces what was known before for that
-//     endpoint; instances must be the healthy ones only.
+//     endpoint; instances must be the healthy and trusted ones only: an
+//     instance with no health check of its own is not healthy, and one
+//     whose registration does not prove it belongs to the generation it
+//     claims (for Consul, contract.TrustedMeta) is not trusted. A backend
+//     whose Sink is also an UntrustedCounter reports how many it left out.
 //   - A backend never reports an empty set because of its own errors: when
 //     it cannot reach its source it calls ReportSync with the error and
 //     leaves the last state in place.
@@ -45,4 +49,11 @@ type Sink interface {
 	// ForgetSource drops a source that no longer exists (its endpoint was
 	// removed), so it cannot hold the freshness metrics down.
 	ForgetSource(source string)
+}
+
+// UntrustedCounter is implemented by a Sink that counts the instances a
+// backend found registered for an endpoint but refused to use.
+type UntrustedCounter interface {
+	// SetUntrusted replaces endpoint's count; 0 clears it.
+	SetUntrusted(endpoint string, n int)
 }

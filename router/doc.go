@@ -50,7 +50,11 @@
 // watches the KV prefix and, per endpoint, the passing instances of
 // serai-<endpoint>, both with blocking queries, so changes land in
 // milliseconds. When Consul fails the router keeps its last table, logs
-// the outage once, and sets serai_router_discovery_up to 0.
+// the outage once, and sets serai_router_discovery_up to 0. An instance
+// is used only when it has a passing check of its own and its service
+// meta names the job and generation its tags claim (contract.TrustInstance);
+// others are ignored, logged once and counted in
+// serai_router_untrusted_instances.
 //
 // # Outlier detection
 //

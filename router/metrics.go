@@ -49,6 +49,7 @@ type metrics struct {
 	rejAuth            prometheus.Counter
 
 	discoveryUp       prometheus.Gauge
+	untrusted         *prometheus.GaugeVec
 	discoveryErrors   prometheus.Counter
 	tableUpdates      prometheus.Counter
 	tableLastUpdate   prometheus.Gauge
@@ -154,6 +155,9 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 		discoveryUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "serai_router_discovery_up", Help: "1 when every discovery watch is in sync, 0 while any is failing and the router serves its last known table.",
 		}),
+		untrusted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricUntrustedInstances, Help: "Instances registered under an endpoint's service that the router ignores: no health check of their own, or service meta that does not name the job and generation their tags claim.",
+		}, []string{contract.LabelEndpoint}),
 		discoveryErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "serai_router_discovery_errors_total", Help: "Failed discovery queries.",
 		}),
@@ -176,7 +180,7 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 	reg.MustRegister(m.invocations, m.errors4xx, m.errors5xx, m.modelLatency, m.overhead,
 		m.inFlight, m.healthy, m.ejected, m.ejections, m.retries, m.held, m.coldStart, m.holdOutcomes,
 		m.shadowInvocations, m.shadowErrors, m.shadowLatency, m.shadowDropped,
-		m.rejected, m.discoveryUp, m.discoveryErrors, m.tableUpdates, m.tableLastUpdate,
+		m.rejected, m.discoveryUp, m.untrusted, m.discoveryErrors, m.tableUpdates, m.tableLastUpdate,
 		m.discoveryLastSync, staleGauge)
 	m.streams = newStreamVecs(reg, ev)
 	m.discoveryUp.Set(1)
@@ -189,6 +193,10 @@ func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 	m.rejAuth = m.rejected.WithLabelValues("auth")
 	return m
 }
+
+// MetricUntrustedInstances is the per-endpoint gauge of instances the
+// router refuses to use (SetUntrusted).
+const MetricUntrustedInstances = "serai_router_untrusted_instances"
 
 // endpointLevel holds the error counters of requests refused before a
 // variant was chosen (variant=""); only the error fields are set.

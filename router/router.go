@@ -388,6 +388,17 @@ func (rt *Router) SetInstances(name string, instances []Instance) {
 	rt.rebuildLocked(name)
 }
 
+// SetUntrusted implements UntrustedCounter.
+func (rt *Router) SetUntrusted(endpoint string, n int) {
+	if n == 0 {
+		rt.m.untrusted.DeleteLabelValues(endpoint)
+		return
+	}
+	rt.m.untrusted.WithLabelValues(endpoint).Set(float64(n))
+}
+
+var _ UntrustedCounter = (*Router)(nil)
+
 // ReportSync implements Sink.
 func (rt *Router) ReportSync(source string, err error) {
 	rt.mu.Lock()

@@ -346,6 +346,9 @@ func (c *compiler) service(v *jobspec.Variant) *api.Service {
 		Provider:  "consul",
 		PortLabel: PortLabel,
 		Tags:      tags,
+		// Routers use only instances whose meta names this job and
+		// generation (contract.TrustedMeta).
+		Meta: contract.ServiceMeta(c.ep.Name, c.gen),
 		Checks: []api.ServiceCheck{{
 			Name:     "ping",
 			Type:     "http",

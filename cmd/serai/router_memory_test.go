@@ -210,6 +210,7 @@ func registerInstance(t *testing.T, c *consulapi.Client, endpoint string, addr *
 	if err := c.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
 		ID: id, Name: router.ServiceName(endpoint), Address: addr.IP.String(), Port: addr.Port,
 		Tags:  []string{contract.TagVariant + "v", contract.TagGeneration + "1", contract.TagModel + "m"},
+		Meta:  contract.ServiceMeta(endpoint, 1),
 		Check: &consulapi.AgentServiceCheck{CheckID: "check-" + id, TTL: "10m", Status: consulapi.HealthPassing},
 	}); err != nil {
 		t.Fatal(err)

@@ -269,6 +269,7 @@ func TestRouterTLSReload(t *testing.T) {
 	if err := consul.Client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
 		ID: "demo-a-1", Name: contract.ServiceName("demo"), Address: host, Port: pn,
 		Tags:  contract.InstanceTags{Variant: "a", Generation: 1, Model: "m"}.Format(),
+		Meta:  contract.ServiceMeta("demo", 1),
 		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
 	}); err != nil {
 		t.Fatal(err)

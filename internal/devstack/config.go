@@ -77,6 +77,9 @@ type NomadConfigOptions struct {
 	// integration at a closed port so it cannot find an unrelated agent
 	// on 127.0.0.1:8500.
 	ConsulAddr string
+	// ConsulToken, when set, is the token Nomad registers services with
+	// (a Consul with ACLs on; deploy/consul/nomad-agent.policy.hcl).
+	ConsulToken string
 	// VaultAddr, when set, enables the workload-identity Vault integration
 	// with the JWT auth method at JWTAuthPath.
 	VaultAddr string
@@ -129,11 +132,15 @@ plugin "raw_exec" {
 `, q(o.Name), q(o.DataDir), o.HTTP, o.RPC, o.Serf, o.HTTP, o.RPC, o.Serf, q(FingerprintDenylist))
 
 	if o.ConsulAddr != "" {
+		token := ""
+		if o.ConsulToken != "" {
+			token = "\n  token   = " + q(o.ConsulToken)
+		}
 		fmt.Fprintf(&b, `
 consul {
-  address = %s
+  address = %s%s
 }
-`, q(o.ConsulAddr))
+`, q(o.ConsulAddr), token)
 	} else {
 		// Port 1 (tcpmux) is closed on any sane machine: the integration
 		// stays inert instead of finding whatever listens on :8500.

@@ -87,6 +87,10 @@ type ClusterOptions struct {
 	// enables Nomad's docker driver there (images are never garbage
 	// collected: nothing can be pulled again).
 	Docker bool
+	// ConsulACL runs Consul with ACLs on (default deny) as StartConsulWith
+	// does: the server and every client agent, with the Nomad agents
+	// holding Consul.Tokens.Nomad.
+	ConsulACL bool
 	// HeartbeatGrace is how long the Nomad server waits past a missed
 	// client heartbeat before it considers the node gone; default 5s
 	// (Nomad's own default is 10s with a 10s minimum TTL).
@@ -151,7 +155,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	c := &Cluster{id: randomID()[:6]}
 	c.network(t, opts.Datacenters)
 
-	c.Consul = startConsul(t, c.HostAddr, ConsulOptions{})
+	c.Consul = startConsul(t, c.HostAddr, ConsulOptions{ACL: opts.ConsulACL})
 	if opts.Vault {
 		c.Vault = startVault(t, c.HostAddr)
 	}
@@ -392,6 +396,14 @@ func (c *Cluster) startConsulClient(t testing.TB, n *ClusterNode) {
 			"http": 8500, "https": -1, "dns": -1, "grpc": -1, "grpc_tls": -1,
 		},
 	}
+	if tok := c.Consul.ManagementToken; tok != "" {
+		// The agent's own token: what a client agent needs for itself
+		// is not what the tests examine.
+		cfg["acl"] = map[string]any{
+			"enabled": true, "default_policy": "deny", "enable_token_persistence": true,
+			"tokens": map[string]string{"agent": tok},
+		}
+	}
 	cfgPath := filepath.Join(dir, "consul.json")
 	if err := writeJSON(cfgPath, cfg); err != nil {
 		t.Fatalf("testagents: %v", err)
@@ -472,11 +484,12 @@ server {
 
 consul {
   address          = %s
+  token            = %s
   server_auto_join = false
   client_auto_join = false
 }
 `, q("serai-"+c.id+"-server"), q(filepath.Join(dir, "data")), q(c.HostAddr), q(c.Nodes[0].Datacenter),
-		ports[0], ports[1], ports[2], q(grace), q(grace), q(c.Consul.Addr))
+		ports[0], ports[1], ports[2], q(grace), q(grace), q(c.Consul.Addr), q(c.Consul.Tokens.Nomad))
 	if c.Vault != nil {
 		b.WriteString(c.vaultBlock())
 	}
@@ -542,6 +555,7 @@ client {
 
 consul {
   address          = "127.0.0.1:8500"
+  token            = %s
   server_auto_join = false
   client_auto_join = false
 }
@@ -551,7 +565,7 @@ plugin "raw_exec" {
     enabled = true
   }
 }
-`, q(c.nodeName(n)), q(n.DataDir), q(n.Addr), q(n.Datacenter), q(c.rpcAddr))
+`, q(c.nodeName(n)), q(n.DataDir), q(n.Addr), q(n.Datacenter), q(c.rpcAddr), q(c.Consul.Tokens.Nomad))
 	if n.Docker != nil {
 		fmt.Fprintf(&b, `
 plugin "docker" {

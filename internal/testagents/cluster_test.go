@@ -1,11 +1,19 @@
 package testagents
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/seraihq/serai/contract"
 )
 
 // TestCluster starts the three-datacenter cluster with a Docker daemon per
@@ -71,3 +79,56 @@ func TestCluster(t *testing.T) {
 		t.Errorf("links of cluster %s left behind:\n%s", c.id, out)
 	}
 }
+
+// TestClusterConsulACLs starts the cluster with Consul ACLs on (default
+// deny, the policies of deploy/consul) and checks that every datacenter's
+// Nomad client registers a model task's service serai-* through its own
+// Consul client agent with the Nomad agents' token, while the anonymous
+// token sees no service at all.
+func TestClusterConsulACLs(t *testing.T) {
+	c := StartCluster(t, ClusterOptions{ConsulACL: true})
+	if c.Consul.Tokens.Nomad == "" {
+		t.Fatal("no Nomad token made")
+	}
+	name := contract.ServiceName("acl")
+	job := &nomadapi.Job{
+		ID: ptrTo("acl"), Name: ptrTo("acl"), Type: ptrTo("system"), Datacenters: []string{"*"},
+		TaskGroups: []*nomadapi.TaskGroup{{
+			Name:     ptrTo("g"),
+			Networks: []*nomadapi.NetworkResource{{DynamicPorts: []nomadapi.Port{{Label: "http"}}}},
+			Services: []*nomadapi.Service{{Name: name, Provider: "consul", PortLabel: "http", Meta: contract.ServiceMeta("acl", 1)}},
+			Tasks: []*nomadapi.Task{{
+				Name: "t", Driver: "raw_exec",
+				Config:    map[string]any{"command": "/bin/sleep", "args": []string{"600"}},
+				Resources: &nomadapi.Resources{CPU: ptrTo(20), MemoryMB: ptrTo(16)},
+			}},
+		}},
+	}
+	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := waitFor(ctx, nil, "one serai-acl instance per datacenter in the catalog", func(ctx context.Context) error {
+		entries, _, err := c.Consul.Client.Catalog().Service(name, "", (&consulapi.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		if len(entries) != len(c.Nodes) {
+			return fmt.Errorf("%d of %d", len(entries), len(c.Nodes))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := c.Consul.NewClient("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svcs, _, err := anon.Catalog().Services(nil); err == nil && len(svcs) > 0 {
+		t.Errorf("anonymous lists services: %v", svcs)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

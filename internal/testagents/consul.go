@@ -2,6 +2,7 @@ package testagents
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +36,12 @@ type Consul struct {
 	LogPath string
 	// Reused is true when CONSUL_HTTP_ADDR named an existing agent.
 	Reused bool
+	// ManagementToken is the ACL management token Client uses; "" when
+	// the agent runs without ACLs.
+	ManagementToken string
+	// Tokens are the tokens of serai's parts, made from the policies in
+	// deploy/consul; all "" when the agent runs without ACLs.
+	Tokens ConsulTokens
 
 	proc *process
 }
@@ -59,6 +66,18 @@ type ConsulOptions struct {
 	// (tls.defaults.ca_file with enable_agent_tls_for_checks) instead of
 	// the system's roots.
 	CheckCAFile string
+	// ACL turns Consul's ACLs on with default_policy "deny", creates the
+	// policies in deploy/consul (each named by its file, without
+	// ".policy.hcl") and a token for each part (Consul.Tokens).
+	ACL bool
+}
+
+// ConsulTokens are ACL tokens of serai's parts, each holding exactly the
+// policy of the same name in deploy/consul.
+type ConsulTokens struct {
+	Server string // serai-server: CONSUL_HTTP_TOKEN of `serai server`
+	Router string // serai-router: CONSUL_HTTP_TOKEN of `serai router`
+	Nomad  string // nomad-agent: the Nomad agent's consul { token }
 }
 
 // StartConsulWith is StartConsul with options.
@@ -97,6 +116,18 @@ func startConsul(t testing.TB, host string, opts ConsulOptions) *Consul {
 		cfg["bind_addr"], cfg["advertise_addr"], cfg["advertise_addr_wan"] = host, host, host
 		cfg["client_addr"] = "127.0.0.1 " + host
 	}
+	mgmt := ""
+	if opts.ACL {
+		mgmt = newUUID(t)
+		cfg["acl"] = map[string]any{
+			"enabled":                  true,
+			"default_policy":           "deny",
+			"enable_token_persistence": true,
+			// The agent's own token is the management one: what the
+			// agent needs for itself is not what the tests examine.
+			"tokens": map[string]string{"initial_management": mgmt, "agent": mgmt},
+		}
+	}
 	if opts.HTTPMaxConnsPerClient > 0 {
 		cfg["limits"] = map[string]any{"http_max_conns_per_client": opts.HTTPMaxConnsPerClient}
 	}
@@ -118,8 +149,10 @@ func startConsul(t testing.TB, host string, opts ConsulOptions) *Consul {
 		NodeName: node,
 		LogPath:  p.logPath,
 		proc:     p,
+
+		ManagementToken: mgmt,
 	}
-	c.Client, err = newConsulClient(c.Addr)
+	c.Client, err = c.NewClient(mgmt)
 	if err != nil {
 		t.Fatalf("testagents: %v", err)
 	}
@@ -128,8 +161,116 @@ func startConsul(t testing.TB, host string, opts ConsulOptions) *Consul {
 	if err := waitFor(ctx, p, "a Consul leader and catalog entry", c.ready); err != nil {
 		failStart(t, p, err)
 	}
-	t.Logf("testagents: consul ready at %s in %s", c.Addr, time.Since(begin).Round(time.Millisecond))
+	if opts.ACL {
+		if err := c.makeSeraiTokens(ctx); err != nil {
+			failStart(t, p, err)
+		}
+	}
+	t.Logf("testagents: consul ready at %s in %s (ACLs %v)", c.Addr, time.Since(begin).Round(time.Millisecond), opts.ACL)
 	return c
+}
+
+// ConsulPolicyDir is where serai's Consul ACL policies live, relative to
+// the repository root.
+const ConsulPolicyDir = "deploy/consul"
+
+// ConsulPolicies reads the policies in ConsulPolicyDir: name (the file
+// name without ".policy.hcl") → rules.
+func ConsulPolicies() (map[string]string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(filepath.Join(root, ConsulPolicyDir, "*.policy.hcl"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no *.policy.hcl in %s", ConsulPolicyDir)
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		out[strings.TrimSuffix(filepath.Base(f), ".policy.hcl")] = string(b)
+	}
+	return out, nil
+}
+
+// makeSeraiTokens creates every policy of ConsulPolicyDir and one token
+// per part holding its policy alone.
+func (c *Consul) makeSeraiTokens(ctx context.Context) error {
+	pols, err := ConsulPolicies()
+	if err != nil {
+		return err
+	}
+	w := (&consulapi.WriteOptions{}).WithContext(ctx)
+	for name, rules := range pols {
+		if _, _, err := c.Client.ACL().PolicyCreate(&consulapi.ACLPolicy{Name: name, Rules: rules}, w); err != nil {
+			return fmt.Errorf("create Consul policy %s from %s: %w", name, ConsulPolicyDir, err)
+		}
+	}
+	for _, tk := range []struct {
+		dst    *string
+		policy string
+	}{{&c.Tokens.Server, "serai-server"}, {&c.Tokens.Router, "serai-router"}, {&c.Tokens.Nomad, "nomad-agent"}} {
+		if _, ok := pols[tk.policy]; !ok {
+			return fmt.Errorf("%s has no %s.policy.hcl", ConsulPolicyDir, tk.policy)
+		}
+		if *tk.dst, err = c.token(ctx, tk.policy); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Token returns a new ACL token holding exactly the named policies (none:
+// a token with no rights beyond the anonymous ones). It needs an agent
+// started with ConsulOptions.ACL.
+func (c *Consul) Token(t testing.TB, policies ...string) string {
+	t.Helper()
+	if c.ManagementToken == "" {
+		t.Fatal("testagents: Consul.Token needs an agent started with ACLs")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := c.token(ctx, policies...)
+	if err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+	return tok
+}
+
+func (c *Consul) token(ctx context.Context, policies ...string) (string, error) {
+	tk := &consulapi.ACLToken{Description: "serai test: " + strings.Join(policies, ",")}
+	for _, p := range policies {
+		tk.Policies = append(tk.Policies, &consulapi.ACLTokenPolicyLink{Name: p})
+	}
+	out, _, err := c.Client.ACL().TokenCreate(tk, (&consulapi.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("create Consul token for %v: %w", policies, err)
+	}
+	return out.SecretID, nil
+}
+
+// NewClient is a client of the agent that sends token ("" for none: the
+// anonymous token).
+func (c *Consul) NewClient(token string) (*consulapi.Client, error) {
+	// Not DefaultConfig, as in newConsulClient: no CONSUL_HTTP_TOKEN from
+	// the environment may stand in for "no token".
+	return consulapi.NewClient(&consulapi.Config{Address: c.Addr, Scheme: "http", Token: token})
+}
+
+func newUUID(t testing.TB) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatalf("testagents: %v", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func reuseConsul(t testing.TB, addr string) *Consul {

@@ -36,7 +36,8 @@ const (
 
 // NomadOptions wires a Nomad agent to other agents.
 type NomadOptions struct {
-	// Consul, when set, is the agent Nomad registers services in. When nil
+	// Consul, when set, is the agent Nomad registers services in, with
+	// Consul.Tokens.Nomad when it runs with ACLs. When nil
 	// Nomad's Consul integration points at a closed port, so the test cannot
 	// touch an unrelated agent on 127.0.0.1:8500.
 	Consul *Consul
@@ -147,6 +148,7 @@ func nomadConfig(dataDir string, ports []int, opts NomadOptions) string {
 	}
 	if opts.Consul != nil {
 		o.ConsulAddr = opts.Consul.Addr
+		o.ConsulToken = opts.Consul.Tokens.Nomad
 	}
 	if opts.Vault != nil {
 		o.VaultAddr = opts.Vault.Addr

@@ -22,6 +22,11 @@
 // too stays on the machine; namespaces, veths, bridge, mounts, containers
 // and processes are all removed and checked gone by the cleanup.
 //
+// StartConsulWith(t, ConsulOptions{ACL: true}) runs Consul as a cluster
+// should: ACLs on, default deny, the policies of deploy/consul created
+// from those very files and a token per part of serai (Consul.Tokens),
+// which StartNomad puts in the Nomad agent's consul block.
+//
 // Typical use, each agent cleaned up by the test that started it:
 //
 //	c := testagents.StartConsul(t)

@@ -353,7 +353,15 @@ func (c *Consul) Passing(ctx context.Context, endpoint string) (map[reconcile.GV
 		if e.Service == nil {
 			continue
 		}
-		if t, ok := contract.ParseTags(e.Service.Tags); ok {
+		// The instances a router would use, no others: a rogue
+		// registration must not make a generation look healthy.
+		own := 0
+		for _, c := range e.Checks {
+			if c != nil && c.ServiceID != "" && c.ServiceID == e.Service.ID {
+				own++
+			}
+		}
+		if t, _, ok := contract.TrustInstance(endpoint, e.Service.Tags, e.Service.Meta, own); ok {
 			out[reconcile.GV{Generation: t.Generation, Variant: t.Variant}]++
 		}
 	}
