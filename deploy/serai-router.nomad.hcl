@@ -100,36 +100,22 @@ job "serai-router" {
         role = "serai-router"
       }
 
-      template {
-        destination   = "secrets/sigv4-keys"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.sigv4_keys }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/session-key"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.session_key }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/tls.crt"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_cert }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/tls.key"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_key }}{{ end }}"
+      # One file per field of the secret, each rendered 0600 into
+      # secrets/ and reloaded in place (SIGHUP) when Vault's copy changes.
+      dynamic "template" {
+        for_each = {
+          "sigv4-keys"  = "sigv4_keys"
+          "session-key" = "session_key"
+          "tls.crt"     = "tls_cert"
+          "tls.key"     = "tls_key"
+        }
+        content {
+          destination   = "secrets/${template.key}"
+          perms         = "0600"
+          change_mode   = "signal"
+          change_signal = "SIGHUP"
+          data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.${template.value} }}{{ end }}"
+        }
       }
 
       # With Consul ACLs on, the task's Consul token (the serai-router

@@ -135,44 +135,23 @@ job "serai-server" {
         role = "serai-server"
       }
 
-      template {
-        destination   = "secrets/sigv4-keys"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.sigv4_keys }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/operator-keys"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.operator_keys }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/tls.crt"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_cert }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/tls.key"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.tls_key }}{{ end }}"
-      }
-
-      template {
-        destination   = "secrets/router-ca.crt"
-        perms         = "0600"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.router_ca_cert }}{{ end }}"
+      # One file per field of the secret, each rendered 0600 into
+      # secrets/ and reloaded in place (SIGHUP) when Vault's copy changes.
+      dynamic "template" {
+        for_each = {
+          "sigv4-keys"    = "sigv4_keys"
+          "operator-keys" = "operator_keys"
+          "tls.crt"       = "tls_cert"
+          "tls.key"       = "tls_key"
+          "router-ca.crt" = "router_ca_cert"
+        }
+        content {
+          destination   = "secrets/${template.key}"
+          perms         = "0600"
+          change_mode   = "signal"
+          change_signal = "SIGHUP"
+          data          = "{{ with secret \"${var.secrets_path}\" }}{{ .Data.data.${template.value} }}{{ end }}"
+        }
       }
 
       # With Consul ACLs on, the task's Consul token (the serai-server
