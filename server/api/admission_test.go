@@ -71,7 +71,7 @@ func TestAdmissionAllowedDrivers(t *testing.T) {
 
 	// A driver the jobspec rules refuse is refused by them first.
 	e = newEnvDrivers(t, "exec")
-	e.fails("CreateModel", commandModel("odd", "qemu"), http.StatusBadRequest, smapi.ErrValidation, "qemu")
+	e.fails("CreateModel", commandModel("odd", "qemu"), http.StatusBadRequest, smapi.ErrValidation, "cannot run a command")
 }
 
 func TestAllowedDriversValidate(t *testing.T) {

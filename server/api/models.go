@@ -59,9 +59,6 @@ func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (
 	if err := f.err(); err != nil {
 		return nil, err
 	}
-	if err := h.admitModel(&spec); err != nil {
-		return nil, err
-	}
 	arn := h.arn(arnModel, in.ModelName)
 	rec := &records.Model{Name: in.ModelName, ARN: arn, CreationTime: h.cfg.Now().UTC(), Spec: spec, Tags: in.Tags, Principal: principal(ctx)}
 	exists := validationf("Cannot create already existing model %q.", arn)
@@ -73,6 +70,9 @@ func (h *Handler) createModel(ctx context.Context, in *smapi.CreateModelInput) (
 			}
 		}
 		if err := semantic(translate.Input{Stores: stores.settings(), Models: []*smapi.CreateModelInput{&spec}}); err != nil {
+			return err
+		}
+		if err := h.admitModel(&spec); err != nil {
 			return err
 		}
 		taken, err := nameTaken(ctx, h.cfg.Store, records.KindModel, in.ModelName, func(m *records.Model) string { return m.Name })
