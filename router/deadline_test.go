@@ -277,3 +277,25 @@ func TestDeadlineReadTimeoutDoesNotCutModelCall(t *testing.T) {
 		t.Errorf("%d connections handed to net/http, want 1", e.fast.handedOff.Load())
 	}
 }
+
+// A request whose body takes longer than WriteTimeout to arrive still
+// gets its answer when the router refuses it: net/http's WriteTimeout
+// runs from the end of the head, so the router arms the answer's own
+// deadline once the body is in. (A chunked body goes to net/http.)
+func TestDeadlineSlowBodyStillAnswered(t *testing.T) {
+	m := model(t, "a", nil)
+	e := newEnv(t, Config{WriteTimeout: 200 * time.Millisecond, ReadTimeout: 5 * time.Second})
+	routeTo(e.rt, "ep", addrOf(m), 0)
+	c := e.dial()
+	defer c.Close()
+	io.WriteString(c, "POST /endpoints/ep/invocations HTTP/1.1\r\nHost: x\r\nX-Amzn-SageMaker-Target-Variant: nope\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for range 5 {
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(c, "1\r\nx\r\n")
+	}
+	io.WriteString(c, "0\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if code, body := readAnswer(t, bufio.NewReader(c)); code != 400 || !strings.Contains(body, "nope") {
+		t.Fatalf("unknown variant after a slow body: %d %q, want the 400 naming it", code, body)
+	}
+}

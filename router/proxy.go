@@ -64,6 +64,18 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// armAnswer bounds how long a client that stops reading can hold this
+// request: the answer may wait for the model, then gets WriteTimeout to
+// leave. The server (net/http's WriteTimeout, the fast path per answer)
+// sets WriteTimeout for answers that do not come through invoke.
+func (rt *Router) armAnswer(w http.ResponseWriter, e *endpoint, stream bool) {
+	wait := e.timeout
+	if stream {
+		wait = rt.cfg.StreamTimeout
+	}
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + rt.cfg.WriteTimeout))
+}
+
 // invoke serves InvokeEndpoint and, with stream, InvokeEndpointWithResponseStream
 // (stream.go): admission is the same, the answer differs.
 func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, stream bool) {
@@ -148,6 +160,10 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 	if bp != nil {
 		defer rt.releaseBody(bp)
 	}
+	// Every answer from here, refusals included, gets its write deadline
+	// now: net/http's WriteTimeout ran from the end of the head, and the
+	// body may have taken longer than that to arrive.
+	rt.armAnswer(w, e, stream)
 	if n > rt.cfg.MaxBodyBytes {
 		e.em.errors4xx.Inc()
 		rt.tooLarge(w, -1)
@@ -213,6 +229,7 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 				var outcome string
 				e, s, in, perr, outcome = rt.holdForInstance(r.Context(), e, target, start)
 				rt.m.holdOutcomes.WithLabelValues(name, outcome).Inc()
+				rt.armAnswer(w, e, stream) // the hold took part of the first deadline
 				switch outcome {
 				case holdFull, holdTimeout:
 					notReady(w, e, target, outcome)
@@ -246,16 +263,6 @@ func (rt *Router) invoke(w http.ResponseWriter, r *http.Request, name string, st
 
 	if len(e.shadows) > 0 {
 		rt.mirror(e, &req)
-	}
-
-	// Bound how long a client that stops reading can hold this request:
-	// the answer may wait for the model, then gets WriteTimeout to leave.
-	// The server (net/http's WriteTimeout, the fast path per request) sets
-	// WriteTimeout for answers that do not come here.
-	if stream {
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.cfg.StreamTimeout + rt.cfg.WriteTimeout))
-	} else {
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(e.timeout + rt.cfg.WriteTimeout))
 	}
 
 	ctx := r.Context()

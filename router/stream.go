@@ -482,6 +482,11 @@ func (rt *Router) streamExchange(ctx context.Context, w http.ResponseWriter, e *
 	}
 	res.modelEnd = time.Now()
 	rt.finish(pc, stop, !h.Close)
+	if ew != nil {
+		// The stream's end is written after this returns: it gets its own
+		// WriteTimeout, however long the model paused before its EOF.
+		ew.arm()
+	}
 	if !res.started {
 		// An empty answer: an empty stream.
 		res.firstByte = res.modelEnd
