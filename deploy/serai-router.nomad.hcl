@@ -52,7 +52,7 @@ variable "secrets_path" {
 }
 
 variable "args" {
-  description = "extra serai router flags (--memory-limit, --region, ...)"
+  description = "extra serai router flags (--memory-limit, --sigv4-region, ...)"
   type        = list(string)
   default     = []
 }

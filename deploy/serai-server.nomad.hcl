@@ -69,7 +69,7 @@ variable "allow_drivers" {
 }
 
 variable "args" {
-  description = "extra serai server flags (e.g. --sigv4-keys, --region, --tick)"
+  description = "extra serai server flags (e.g. --region, --tick, --allow-file-artifacts)"
   type        = list(string)
   default     = []
 }

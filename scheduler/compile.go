@@ -398,7 +398,7 @@ func (c *compiler) fetchTask(m *jobspec.Model) (*api.Task, error) {
 		t.Driver = "docker"
 		t.Config = map[string]any{"image": c.opts.FetchImage, "args": []string{"fetch-model"}}
 	} else {
-		t.Driver = driverOf(m)
+		t.Driver = m.TaskDriver()
 		t.Config = map[string]any{"command": c.opts.SeraiBinary, "args": []string{"fetch-model"}}
 	}
 	if store != nil {
@@ -453,8 +453,6 @@ AWS_SECRET_ACCESS_KEY={{ .Data.data.secret_access_key }}
 `, path)
 }
 
-func driverOf(m *jobspec.Model) string { return m.TaskDriver() }
-
 func (c *compiler) modelTask(v *jobspec.Variant, m *jobspec.Model) (*api.Task, error) {
 	it, ok := instancetypes.Lookup(v.InstanceType)
 	if !ok {
@@ -490,7 +488,7 @@ func (c *compiler) modelTask(v *jobspec.Variant, m *jobspec.Model) (*api.Task, e
 	}
 	t := &api.Task{
 		Name:        ModelTaskName,
-		Driver:      driverOf(m),
+		Driver:      m.TaskDriver(),
 		Resources:   res,
 		KillSignal:  "SIGTERM",
 		KillTimeout: ptr(killTimeout),

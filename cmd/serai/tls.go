@@ -49,18 +49,6 @@ func caCertFlag() cli.Flag {
 		Usage: "PEM CA `FILE` trusted for https:// addresses instead of the system's roots"}
 }
 
-// caTransport is a transport trusting the CA file (the system's roots
-// when caFile is empty), or an error naming flag.
-func caTransport(caFile, flag string) (*http.Transport, error) {
-	tc, err := tlsreload.ClientConfig(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("--%s: %w", flag, err)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
-	return tr, nil
-}
-
 // awsHTTPClient is the AWS SDK's default HTTP client trusting caFile.
 func awsHTTPClient(caFile, flag string) (*awshttp.BuildableClient, error) {
 	tc, err := tlsreload.ClientConfig(caFile)

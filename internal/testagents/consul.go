@@ -226,23 +226,6 @@ func (c *Consul) makeSeraiTokens(ctx context.Context) error {
 	return nil
 }
 
-// Token returns a new ACL token holding exactly the named policies (none:
-// a token with no rights beyond the anonymous ones). It needs an agent
-// started with ConsulOptions.ACL.
-func (c *Consul) Token(t testing.TB, policies ...string) string {
-	t.Helper()
-	if c.ManagementToken == "" {
-		t.Fatal("testagents: Consul.Token needs an agent started with ACLs")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tok, err := c.token(ctx, policies...)
-	if err != nil {
-		t.Fatalf("testagents: %v", err)
-	}
-	return tok
-}
-
 func (c *Consul) token(ctx context.Context, policies ...string) (string, error) {
 	tk := &consulapi.ACLToken{Description: "serai test: " + strings.Join(policies, ",")}
 	for _, p := range policies {
@@ -258,8 +241,8 @@ func (c *Consul) token(ctx context.Context, policies ...string) (string, error) 
 // NewClient is a client of the agent that sends token ("" for none: the
 // anonymous token).
 func (c *Consul) NewClient(token string) (*consulapi.Client, error) {
-	// Not DefaultConfig, as in newConsulClient: no CONSUL_HTTP_TOKEN from
-	// the environment may stand in for "no token".
+	// Not DefaultConfig: CONSUL_* variables meant for some other agent
+	// (a token above all) must not stand in for "no token".
 	return consulapi.NewClient(&consulapi.Config{Address: c.Addr, Scheme: "http", Token: token})
 }
 
@@ -288,12 +271,6 @@ func reuseConsul(t testing.TB, addr string) *Consul {
 		t.Fatalf("testagents: CONSUL_HTTP_ADDR=%s: %v", addr, err)
 	}
 	return c
-}
-
-func newConsulClient(addr string) (*consulapi.Client, error) {
-	// Not DefaultConfig: CONSUL_* variables meant for some other agent
-	// (token, TLS, namespace) must not leak into the test's own agent.
-	return consulapi.NewClient(&consulapi.Config{Address: addr, Scheme: "http"})
 }
 
 func (c *Consul) hasLeader(ctx context.Context) error {

@@ -61,15 +61,6 @@ for v in v1 v2; do
     --data /vagrant/examples/data/iris.csv --out "/opt/serai/models/$v" >/dev/null
 done
 
-# serai-addr prints a healthy serai server's URL, for SERAI_ADDR; the
-# servers and routers serve TLS from the demo's CA, kept in Consul KV.
-cat >/usr/local/bin/serai-addr <<'SH'
-#!/bin/sh
-curl -sf '127.0.0.1:8500/v1/health/service/serai-server?passing' |
-  jq -r '.[0].Service | "https://\(.Address):\(.Port)"'
-SH
-chmod 0755 /usr/local/bin/serai-addr
-
 cat >/etc/profile.d/serai.sh <<SH
 export NOMAD_ADDR=http://$server:4646
 export SERAI_ROUTER_ADDR=https://$ip:8081

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/seraihq/serai/internal/sigv4"
+	"github.com/seraihq/serai/jobspec"
 	"github.com/seraihq/serai/policies"
 	"github.com/seraihq/serai/server/records"
 	"github.com/seraihq/serai/server/smapi"
@@ -351,7 +352,7 @@ func (r *storeRefs) of(ctx context.Context, st *smapi.ArtifactStore) error {
 
 func (r *storeRefs) settings() []*smapi.ArtifactStore {
 	out := make([]*smapi.ArtifactStore, 0, len(r.loaded))
-	for _, n := range sortedKeys(r.loaded) {
+	for _, n := range jobspec.SortedNames(r.loaded) {
 		s := r.loaded[n].v.Settings
 		out = append(out, &s)
 	}
@@ -360,18 +361,9 @@ func (r *storeRefs) settings() []*smapi.ArtifactStore {
 
 func (r *storeRefs) touches() []records.TxnOp {
 	out := make([]records.TxnOp, 0, len(r.loaded))
-	for _, n := range sortedKeys(r.loaded) {
+	for _, n := range jobspec.SortedNames(r.loaded) {
 		out = append(out, r.loaded[n].touch())
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 

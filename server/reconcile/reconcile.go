@@ -993,7 +993,7 @@ func (r *Reconciler) compile(ctx context.Context, endpoint string, gen int, conf
 	if x := cfg.Spec.Serai; x != nil && x.DataCaptureStore != nil {
 		names[x.DataCaptureStore.Name] = true
 	}
-	for _, n := range sortedSet(names) {
+	for _, n := range jobspec.SortedNames(names) {
 		st, err := r.store(ctx, n)
 		if err != nil {
 			return nil, nil, err
@@ -1225,15 +1225,6 @@ func (r *Reconciler) store(ctx context.Context, name string) (*records.ArtifactS
 		return nil, fmt.Errorf("artifact store %q: %w", name, err)
 	}
 	return &st, nil
-}
-
-func sortedSet(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func contains(list []string, s string) bool {
